@@ -1,0 +1,30 @@
+# The two commands of the README. Both create the environment when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= examples/arithmetic.yaml
+OUT ?= runs/demo
+
+.PHONY: demo test install bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: its CPU build lies on the dev machines' disk; unpinned it pulls GBs of CUDA.
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import flywheel, torch, trl, kfp"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/flywheel run $(CONFIG) --out $(OUT)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/generate.py
+
+clean:
+	rm -rf runs $(VENV)

@@ -1,0 +1,3 @@
+from flywheel.cli import main
+import sys
+sys.exit(main())

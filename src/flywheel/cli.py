@@ -1,0 +1,225 @@
+"""The `flywheel` command: run the whole loop locally, compile it for a cluster, or run one step on files.
+
+    flywheel run examples/arithmetic.yaml --out runs/demo     # the pipeline, through kfp.local
+    flywheel compile examples/arithmetic.yaml -o flywheel.yaml
+    flywheel generate CONFIG --model M --prompts P.parquet --out S.parquet   # one step alone
+
+Every subcommand is a thin driver: parse, load the config, call the step function, print its metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from flywheel.config import Config, ConfigError, load_config
+from flywheel.io import ArtifactError
+
+
+def _config(args) -> Config:
+    return load_config(args.config, args.set)
+
+
+def _emit(metrics: dict) -> None:
+    print(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+
+
+# --- the whole loop ------------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from kfp import local
+
+    from flywheel.pipelines.flywheel_pipeline import build_pipeline
+
+    cfg = _config(args)
+    out = Path(args.out or cfg.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cache = cfg.pipeline.cache and not args.no_cache
+    # use_venv=False: tasks run in this environment (which has flywheel); the cache makes a rerun of the
+    # same command resume: finished steps are reused, the interrupted one starts again.
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
+               enable_caching=cache, cache_root=str(out / "kfp-cache"), raise_on_error=True)
+    print(f"flywheel: {cfg.iterations} iteration(s) of task {cfg.task.name!r} on model {cfg.model.base!r}; "
+          f"outputs under {out}", flush=True)
+    try:
+        task = build_pipeline(cfg)(config=cfg.to_json())
+    except RuntimeError as err:
+        print(f"error: the pipeline failed: {err}\n(the failing step's log is above; finished steps are "
+              f"cached, so the same command resumes after the fix)", file=sys.stderr)
+        return 1
+    shutil.copyfile(task.outputs["summary"].path, out / "summary.json")
+    shutil.copyfile(task.outputs["report"].path, out / "report.html")
+    model_dir = out / "model"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    shutil.copytree(task.outputs["model"].path, model_dir)
+    summary = json.loads((out / "summary.json").read_text())
+    print_summary(summary)
+    print(f"\nsummary: {out / 'summary.json'}\nreport:  {out / 'report.html'}\nmodel:   {model_dir}")
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    print("\niteration  accuracy  beyond-seed  pass-rate  kept  train-loss")
+    for it in summary["iterations"]:
+        ev = it["eval"]
+        beyond = ev.get("accuracy_beyond_seed")
+        print(f"{it['iteration']:>9}  {ev['accuracy']:>8.3f}  {'-' if beyond is None else f'{beyond:.3f}':>11}  "
+              f"{it.get('verify', {}).get('pass_rate', float('nan')):>9.3f}  "
+              f"{it.get('curate', {}).get('kept', 0):>4}  {it.get('train', {}).get('loss', float('nan')):>10.4f}")
+
+
+def cmd_compile(args) -> int:
+    from flywheel.pipelines.flywheel_pipeline import compile_pipeline
+
+    print(compile_pipeline(_config(args), args.output))
+    return 0
+
+
+# --- one step on files ---------------------------------------------------------------------------------
+
+def cmd_prepare(args) -> int:
+    from flywheel.steps.data import make_datasets
+
+    _emit(make_datasets(_config(args), args.seed_set, args.eval_set, metrics_path=args.metrics))
+    return 0
+
+
+def cmd_init_model(args) -> int:
+    from flywheel.steps.data import make_datasets
+    from flywheel.steps.init_model import init_model
+
+    cfg = _config(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        seed = args.seed_set
+        if seed is None:  # standalone use: draw the task's seed set on the fly
+            seed = os.path.join(tmp, "seed.parquet")
+            make_datasets(cfg, seed, os.path.join(tmp, "eval.parquet"))
+        _emit(init_model(cfg, seed, args.out, metrics_path=args.metrics))
+    return 0
+
+
+def cmd_prompts(args) -> int:
+    from flywheel.steps.data import sample_prompts
+
+    _emit(sample_prompts(_config(args), args.iteration, args.out, metrics_path=args.metrics))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from flywheel.steps.generate import generate_samples
+
+    _emit(generate_samples(args.model, args.prompts, args.out, _config(args), iteration=args.iteration,
+                           metrics_path=args.metrics))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from flywheel.steps.verify import verify_samples
+
+    _emit(verify_samples(args.samples, args.out, _config(args), metrics_path=args.metrics))
+    return 0
+
+
+def cmd_curate(args) -> int:
+    from flywheel.steps.curate import curate_samples
+
+    _emit(curate_samples(args.verdicts, args.seed_set, args.out, args.dropped, _config(args), args.iteration,
+                         previous_path=args.previous, metrics_path=args.metrics))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from flywheel.steps.train import train_model
+
+    _emit(train_model(args.model, args.data, args.out, _config(args), metrics_path=args.metrics))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from flywheel.steps.evaluate import evaluate_model
+
+    _emit(evaluate_model(args.model, args.eval_set, args.out, _config(args), args.iteration,
+                         previous_metrics_path=args.previous_metrics, seed_path=args.seed_set,
+                         metrics_path=args.metrics))
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flywheel", description="Self-improving language models as Kubeflow pipelines.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, fn, help):
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("config", help="run config (YAML), e.g. examples/arithmetic.yaml")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set train.max_steps=100 (repeatable)")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    def step(name, fn, help):
+        sp = command(name, fn, help)
+        sp.add_argument("--metrics", help="also write the step's metrics to this JSON file")
+        return sp
+
+    sp = command("run", cmd_run, "run the whole pipeline locally (kfp.local, no cluster)")
+    sp.add_argument("--out", help="output directory (default: the config's `out`)")
+    sp.add_argument("--no-cache", action="store_true", help="recompute every step instead of resuming")
+    sp = command("compile", cmd_compile, "compile the pipeline to KFP IR YAML")
+    sp.add_argument("-o", "--output", required=True, help="IR YAML file to write")
+
+    sp = step("prepare", cmd_prepare, "write the task's labelled seed set and held-out evaluation sets")
+    sp.add_argument("--seed-set", required=True)
+    sp.add_argument("--eval-set", required=True)
+    sp = step("init-model", cmd_init_model, "build (embedded) or fetch the starting model, warm-started")
+    sp.add_argument("--out", required=True, help="model folder to write (Hugging Face layout)")
+    sp.add_argument("--seed-set", help="labelled seed set (default: drawn from the task)")
+    sp = step("prompts", cmd_prompts, "write the prompts of one iteration")
+    sp.add_argument("--iteration", type=int, required=True)
+    sp.add_argument("--out", required=True)
+    sp = step("generate", cmd_generate, "sample K answers per prompt")
+    sp.add_argument("--model", required=True, help="model folder or hub id")
+    sp.add_argument("--prompts", required=True)
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--iteration", type=int, default=0, help="varies the sampling seed per iteration")
+    sp = step("verify", cmd_verify, "score every sample")
+    sp.add_argument("--samples", required=True)
+    sp.add_argument("--out", required=True)
+    sp = step("curate", cmd_curate, "choose training rows; keep dropped rows with their reasons")
+    sp.add_argument("--verdicts", required=True)
+    sp.add_argument("--seed-set", required=True)
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--dropped", required=True)
+    sp.add_argument("--iteration", type=int, required=True)
+    sp.add_argument("--previous", help="curated rows of the previous iteration (data_policy: accumulate)")
+    sp = step("train", cmd_train, "fine-tune a model on curated rows")
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--out", required=True)
+    sp = step("evaluate", cmd_evaluate, "held-out accuracy per difficulty")
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--eval-set", required=True)
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--iteration", type=int, default=0)
+    sp.add_argument("--previous-metrics", help="the previous model's evaluation metrics, to compare")
+    sp.add_argument("--seed-set", help="adds accuracy on difficulties beyond the seed set")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, ArtifactError, FileNotFoundError, ValueError) as err:
+        if os.environ.get("FLYWHEEL_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The one typed config of a flywheel run.
+
+Every parameter of every step lives here, once, with a help line. A step receives the whole `Config`
+and reads its own section; the KFP pipeline passes the config as one JSON string parameter, the CLI
+and DVC read the same YAML file. Unknown keys are errors, reported with the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file, the field and the fix."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(Section):
+    name: str = Field("arithmetic", description="Built-in task name ('arithmetic') or an import path 'my_pkg.tasks:MyTask'.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments passed to the task's constructor.")
+
+
+class EmbeddedModelConfig(Section):
+    hidden_size: int = Field(128, gt=0, description="Width of the embedded Llama model.")
+    intermediate_size: int = Field(512, gt=0, description="MLP width of the embedded model.")
+    num_hidden_layers: int = Field(4, gt=0, description="Transformer layers of the embedded model.")
+    num_attention_heads: int = Field(4, gt=0, description="Attention heads of the embedded model.")
+    max_position_embeddings: int = Field(128, gt=0, description="Longest prompt + completion, in tokens (characters).")
+    warmup_steps: int = Field(1500, ge=0, description="Supervised steps on the labelled seed set that warm-start the model.")
+    learning_rate: float = Field(2e-3, gt=0, description="Learning rate of the warm start.")
+    batch_size: int = Field(64, gt=0, description="Batch size of the warm start.")
+
+
+class ModelConfig(Section):
+    base: str = Field("embedded", description="'embedded' builds the tiny local model; otherwise a local checkpoint path or a hub model id.")
+    embedded: EmbeddedModelConfig = Field(default_factory=EmbeddedModelConfig, description="Shape and warm start of the embedded model.")
+
+
+class GenerateConfig(Section):
+    prompts_per_iteration: int = Field(512, gt=0, description="Prompts drawn from the task each iteration.")
+    samples_per_prompt: int = Field(4, gt=0, description="K: candidate answers sampled per prompt.")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 means greedy (then K should be 1).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(16, gt=0, description="Longest completion, in tokens.")
+    batch_size: int = Field(256, gt=0, description="Sequences decoded together (prompts x samples); bigger is faster until memory binds.")
+
+
+class VerifyConfig(Section):
+    verifier: str = Field("task", description="'task' uses the task's own verifier; else an import path 'pkg.mod:function'.")
+
+
+class CurateConfig(Section):
+    max_per_prompt: int = Field(2, gt=0, description="Most verified samples kept per prompt (after exact dedupe).")
+    min_score: float = Field(1.0, description="Least verifier score a sample needs to be kept.")
+    seed_fraction: float = Field(0.2, ge=0, lt=1, description="Share of the curated set drawn from the labelled seed data (guards against collapse).")
+    data_policy: Literal["accumulate", "replace"] = Field("accumulate", description="'accumulate' keeps earlier iterations' curated rows (Lee et al. 2025); 'replace' uses this iteration's only (STaR, ReST-EM).")
+
+
+class TrainConfig(Section):
+    recipe: Literal["sft"] = Field("sft", description="Training recipe. 'sft' = rejection-sampling fine-tuning (STaR / ReST-EM).")
+    init_from: Literal["current", "base"] = Field("current", description="'current' continues from this iteration's model; 'base' retrains the base model each iteration (STaR, ReST-EM).")
+    max_steps: int = Field(300, gt=0, description="Optimizer steps per iteration.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(64, gt=0, description="Rows per optimizer step.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    seed: int = Field(0, description="Seed of data order and initialisation.")
+
+
+class EvaluateConfig(Section):
+    per_difficulty: int = Field(200, gt=0, description="Held-out problems per difficulty level.")
+    pass_k: int = Field(0, ge=0, description="Also sample k answers per problem and report pass@k (0 = off).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature for pass@k.")
+    batch_size: int = Field(512, gt=0, description="Sequences decoded together.")
+
+
+class PipelineConfig(Section):
+    name: str = Field("flywheel", description="KFP pipeline name.")
+    image: str = Field("ghcr.io/flywheel-ml/flywheel-python:0.1.0", description="Base image of every component (must contain the package). 'python' in the name keeps kfp.local quiet.")
+    cache: bool = Field(True, description="Reuse finished steps (KFP caching; locally also the resume mechanism).")
+
+
+class Config(Section):
+    """A flywheel run: which task, which model, how many iterations, and each step's settings."""
+
+    iterations: int = Field(3, ge=0, description="Self-improvement iterations after iteration 0 (the starting model).")
+    seed: int = Field(0, description="Master seed: prompts, sampling and evaluation sets derive from it.")
+    out: str = Field("runs/default", description="Default output directory of `flywheel run` (overridden by --out).")
+    task: TaskConfig = Field(default_factory=TaskConfig, description="The task: prompts, held-out sets and verifier.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The starting model.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Sampling of candidate answers.")
+    verify: VerifyConfig = Field(default_factory=VerifyConfig, description="Scoring of candidates.")
+    curate: CurateConfig = Field(default_factory=CurateConfig, description="Selection of training rows.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning on curated rows.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Held-out evaluation.")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="KFP settings.")
+
+    @model_validator(mode="after")
+    def _greedy_needs_one_sample(self) -> "Config":
+        if self.generate.temperature == 0 and self.generate.samples_per_prompt > 1:
+            raise ValueError("generate.temperature is 0 (greedy) but generate.samples_per_prompt > 1: "
+                             "greedy samples are identical; set a temperature > 0 or samples_per_prompt: 1")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key; remove it or check its spelling (see docs/config.md)")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config; `overrides` are 'a.b=value' strings (value parsed as YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.max_steps=100")
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    return parse_config(data, str(path))
+
+
+def config_from_json(text: str) -> Config:
+    """The inverse of `Config.to_json`, used by components that receive the config as a parameter."""
+    return parse_config(json.loads(text), "<pipeline parameter 'config'>")

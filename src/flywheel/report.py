@@ -1,0 +1,159 @@
+"""record: the run summary (summary.json) and the report (report.html), one iteration at a time.
+
+Each iteration's `record` step takes the previous summary and the step metrics of its iteration, appends
+one entry and renders the report, so the KFP UI shows an up-to-date report after every iteration and a
+local run ends with both files. The report is a single self-contained HTML file (plots inlined as PNG).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from flywheel.config import Config
+from flywheel.io import read_json, read_table, write_json, write_text
+
+STEP_KEYS = ("generate", "verify", "curate", "train", "eval")
+
+
+def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, report_path: str | Path, *,
+                     evaluate: str | Path, previous_summary: str | Path | None = None,
+                     generate: str | Path | None = None, verify: str | Path | None = None,
+                     curate: str | Path | None = None, train: str | Path | None = None,
+                     verdicts: str | Path | None = None) -> dict:
+    summary = read_json(previous_summary, "previous summary") if previous_summary else {
+        "config": cfg.model_dump(), "iterations": []}
+    entry: dict = {"iteration": iteration}
+    for key, path in zip(STEP_KEYS, (generate, verify, curate, train, evaluate)):
+        if path:
+            entry[key] = read_json(path, f"{key} metrics")
+    entry["durations"] = {k: entry[k].get("duration_s") for k in STEP_KEYS if k in entry}
+    summary["iterations"] = [it for it in summary["iterations"] if it["iteration"] != iteration] + [entry]
+    if verdicts:
+        df = read_table(verdicts, ("prompt", "completion", "reference", "correct", "reason"), what="verdicts")
+        picks = df[df["correct"]].head(4).to_dict("records") + df[~df["correct"]].head(4).to_dict("records")
+        summary["examples"] = [{k: r[k] for k in ("prompt", "completion", "reference", "correct", "reason")}
+                               for r in picks]
+        summary["examples_iteration"] = iteration
+    write_json(summary, summary_path)
+    write_report(summary, report_path)
+    return summary
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plot_summary(summary: dict) -> list[tuple[str, str]]:
+    """(title, base64 PNG) for each plot of the report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = summary["iterations"]
+    xs = [it["iteration"] for it in its]
+    plots = []
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.plot(xs, [it["eval"]["accuracy"] for it in its], "o-", label="all held-out")
+    beyond = [it["eval"].get("accuracy_beyond_seed") for it in its]
+    if any(b is not None for b in beyond):
+        ax.plot(xs, beyond, "s--", label="harder than the seed set")
+    ax.set(xlabel="iteration", ylabel="accuracy (greedy)", ylim=(-0.02, 1.02), xticks=xs)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    plots.append(("Held-out accuracy per iteration", _png(fig)))
+    plt.close(fig)
+
+    levels = sorted({k for it in its for k in it["eval"]["accuracy_by_difficulty"]}, key=float)
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for lv in levels:
+        ax.plot(xs, [it["eval"]["accuracy_by_difficulty"].get(lv) for it in its], "o-", label=f"difficulty {lv}")
+    ax.set(xlabel="iteration", ylabel="accuracy (greedy)", ylim=(-0.02, 1.02), xticks=xs)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    plots.append(("Accuracy per difficulty", _png(fig)))
+    plt.close(fig)
+
+    loop = [it for it in its if "verify" in it]
+    if loop:
+        lx = [it["iteration"] for it in loop]
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        ax.plot(lx, [it["verify"]["pass_rate"] for it in loop], "o-", label="samples passing")
+        ax.plot(lx, [it["verify"]["prompts_with_correct"] for it in loop], "s--", label="prompts with >= 1 pass")
+        ax.set(xlabel="iteration", ylabel="share", ylim=(-0.02, 1.02), xticks=lx)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        plots.append(("Verifier pass rate on the iteration's samples", _png(fig)))
+        plt.close(fig)
+
+    cur = [it for it in its if "curate" in it]
+    if cur:
+        cx = [it["iteration"] for it in cur]
+        new = [it["curate"]["kept_new"] for it in cur]
+        carried = [it["curate"]["kept_carried"] for it in cur]
+        seed = [it["curate"]["kept_seed"] for it in cur]
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        ax.bar(cx, new, label="new verified samples")
+        ax.bar(cx, carried, bottom=new, label="carried from earlier iterations")
+        ax.bar(cx, seed, bottom=[a + b for a, b in zip(new, carried)], label="labelled seed rows")
+        ax.set(xlabel="iteration", ylabel="training rows", xticks=cx)
+        ax.legend(fontsize=8)
+        plots.append(("Training data kept by curate", _png(fig)))
+        plt.close(fig)
+    return plots
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return html.escape(str(v))
+
+
+def write_report(summary: dict, path: str | Path) -> Path:
+    its = summary["iterations"]
+    first, last = its[0]["eval"], its[-1]["eval"]
+    headline = (f"Held-out accuracy {first['accuracy']:.1%} at iteration {its[0]['iteration']} &rarr; "
+                f"{last['accuracy']:.1%} at iteration {its[-1]['iteration']}")
+    if first.get("accuracy_beyond_seed") is not None and last.get("accuracy_beyond_seed") is not None:
+        headline += (f"; on problems harder than the seed set {first['accuracy_beyond_seed']:.1%} &rarr; "
+                     f"{last['accuracy_beyond_seed']:.1%}")
+    cols = [("iteration", lambda it: it["iteration"]), ("eval accuracy", lambda it: it["eval"]["accuracy"]),
+            ("beyond seed", lambda it: it["eval"].get("accuracy_beyond_seed")),
+            ("pass rate", lambda it: it.get("verify", {}).get("pass_rate")),
+            ("kept", lambda it: it.get("curate", {}).get("kept")),
+            ("dropped", lambda it: it.get("curate", {}).get("dropped")),
+            ("train loss", lambda it: it.get("train", {}).get("loss")),
+            ("seconds", lambda it: round(sum(v for v in it["durations"].values() if v), 1))]
+    table = "<tr>" + "".join(f"<th>{c}</th>" for c, _ in cols) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{_fmt(get(it))}</td>" for _, get in cols) + "</tr>" for it in its)
+    plots = "".join(f'<figure><img src="data:image/png;base64,{png}"><figcaption>{t}</figcaption></figure>'
+                    for t, png in plot_summary(summary))
+    examples = ""
+    if summary.get("examples"):
+        rows = "".join(
+            f"<tr class={'ok' if e['correct'] else 'bad'}><td><code>{html.escape(e['prompt'])}</code></td>"
+            f"<td><code>{html.escape(e['completion'])}</code></td><td><code>{html.escape(e['reference'])}</code></td>"
+            f"<td>{html.escape(e['reason'])}</td></tr>" for e in summary["examples"])
+        examples = (f"<h2>Sample rows (iteration {summary.get('examples_iteration')})</h2><table><tr><th>prompt</th>"
+                    f"<th>completion</th><th>reference</th><th>verdict</th></tr>{rows}</table>")
+    cfg = summary["config"]
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>flywheel report</title><style>
+body{{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;color:#222}}
+figure{{display:inline-block;margin:.5em}} figcaption{{text-align:center;font-size:.9em;color:#555}}
+table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #ddd;padding:.3em .6em;text-align:right}}
+th{{background:#f4f4f4}} tr.ok td{{background:#eefbee}} tr.bad td{{background:#fdeeee}} code{{font-size:1.05em}}
+.lead{{font-size:1.15em;background:#f7f7ff;padding:.6em 1em;border-left:4px solid #66f}}</style></head><body>
+<h1>flywheel: {html.escape(cfg['task']['name'])} &middot; {html.escape(cfg['model']['base'])} &middot;
+recipe {html.escape(cfg['train']['recipe'])}</h1>
+<p class="lead">{headline}</p>{plots}<h2>Per iteration</h2><table>{table}</table>{examples}
+<p style="color:#777;font-size:.85em">summary.json beside this file has every metric of every step.</p>
+</body></html>"""
+    return write_text(page, path)

@@ -1,0 +1,43 @@
+"""prepare: the task's labelled seed set, its held-out evaluation sets, and the prompts of an iteration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from flywheel.config import Config
+from flywheel.steps import step
+from flywheel.io import write_table
+from flywheel.tasks import PROBLEM_COLUMNS, load_task
+
+
+def task_of(cfg: Config):
+    return load_task(cfg.task.name, cfg.task.params)
+
+
+@step
+def make_datasets(cfg: Config, seed_path: str | Path, eval_path: str | Path) -> dict:
+    """Write the labelled seed set and the held-out evaluation sets as Parquet."""
+    task = task_of(cfg)
+    seed = pd.DataFrame(task.seed_set(cfg.seed), columns=[*PROBLEM_COLUMNS, "completion"])
+    evals = pd.DataFrame(task.eval_sets(cfg.evaluate.per_difficulty, cfg.seed), columns=list(PROBLEM_COLUMNS))
+    overlap = set(seed["prompt"]) & set(evals["prompt"])
+    if overlap:
+        raise ValueError(f"task {cfg.task.name!r}: {len(overlap)} seed prompts are also held-out prompts, "
+                         f"e.g. {sorted(overlap)[0]!r}; the task must keep them apart")
+    write_table(seed, seed_path)
+    write_table(evals, eval_path)
+    metrics = {"seed_rows": len(seed), "eval_rows": len(evals),
+               "seed_difficulties": sorted(int(d) for d in seed["difficulty"].unique()),
+               "eval_difficulties": sorted(int(d) for d in evals["difficulty"].unique())}
+    return metrics
+
+
+@step
+def sample_prompts(cfg: Config, iteration: int, out_path: str | Path) -> dict:
+    """Write the prompts of `iteration` (a fresh draw each iteration, never a held-out problem)."""
+    rows = task_of(cfg).prompts(iteration, cfg.generate.prompts_per_iteration, cfg.seed)
+    df = pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))
+    write_table(df, out_path)
+    return {"prompts": len(df), "by_difficulty": {str(k): int(v) for k, v in df.groupby("difficulty").size().items()}}

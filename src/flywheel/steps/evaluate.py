@@ -1,0 +1,73 @@
+"""evaluate: accuracy per difficulty on the held-out sets (greedy), pass@k on request, and the comparison
+with the previous iteration's model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from flywheel.config import Config
+from flywheel.steps import step
+from flywheel.io import read_json, read_table, write_table
+from flywheel.steps.generate import decode_batched
+from flywheel.steps.verify import verifier_of
+from flywheel.tasks import PROBLEM_COLUMNS
+
+RESULT_COLUMNS = (*PROBLEM_COLUMNS, "completion", "correct", "reason")
+
+
+@step
+def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str | Path, cfg: Config,
+                   iteration: int,
+                   previous_metrics_path: str | Path | None = None, seed_path: str | Path | None = None) -> dict:
+    """Write per-problem results to `out_path`; return (and write) accuracy metrics.
+
+    `seed_path` (the labelled seed set) adds `accuracy_beyond_seed`: the mean accuracy over difficulties
+    harder than any seed problem, the number that shows whether the loop taught the model anything new.
+    """
+    from flywheel.model import load_model
+
+    e, g = cfg.evaluate, cfg.generate
+    problems = read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")
+    model, tok = load_model(model_dir)
+    verify = verifier_of(cfg)
+    records = problems.to_dict("records")
+    greedy = decode_batched(model, tok, problems["prompt"].tolist(), samples=1, temperature=0.0, top_p=1.0,
+                            max_new_tokens=g.max_new_tokens, batch_size=e.batch_size, seed=cfg.seed,
+                            desc="evaluate")
+    verdicts = [verify(p, s[0][0]) for p, s in zip(records, greedy)]
+    df = problems.assign(completion=[s[0][0] for s in greedy], correct=[v.correct for v in verdicts],
+                         reason=[v.reason for v in verdicts])
+    by_diff = df.groupby("difficulty")["correct"].mean()
+    metrics: dict = {
+        "iteration": iteration, "model": str(model_dir), "items": len(df),
+        "accuracy": float(df["correct"].mean()),
+        # Mean of the per-difficulty accuracies, so that no level dominates by its count.
+        "accuracy_macro": float(by_diff.mean()),
+        "accuracy_by_difficulty": {str(k): float(v) for k, v in by_diff.items()},
+    }
+    if seed_path:
+        seed_max = int(read_table(seed_path, ("difficulty",), what="labelled seed set")["difficulty"].max())
+        harder = by_diff[by_diff.index > seed_max]
+        metrics["seed_max_difficulty"] = seed_max
+        metrics["accuracy_beyond_seed"] = float(harder.mean()) if len(harder) else None
+    if e.pass_k:
+        sampled = decode_batched(model, tok, problems["prompt"].tolist(), samples=e.pass_k,
+                                 temperature=e.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
+                                 batch_size=e.batch_size, seed=cfg.seed + 7919, desc=f"evaluate pass@{e.pass_k}")
+        solved = [any(verify(p, text).correct for text, _, _ in s) for p, s in zip(records, sampled)]
+        df["solved_at_k"] = solved
+        metrics[f"pass@{e.pass_k}"] = float(pd.Series(solved).mean())
+        metrics["pass_at_k_by_difficulty"] = {str(k): float(v) for k, v in
+                                              df.groupby("difficulty")["solved_at_k"].mean().items()}
+    if previous_metrics_path:
+        prev = read_json(previous_metrics_path, what="previous evaluation metrics")
+        metrics["previous_accuracy"] = prev["accuracy"]
+        metrics["delta_accuracy"] = metrics["accuracy"] - prev["accuracy"]
+        metrics["delta_by_difficulty"] = {k: v - prev["accuracy_by_difficulty"].get(k, 0.0)
+                                          for k, v in metrics["accuracy_by_difficulty"].items()}
+        if metrics.get("accuracy_beyond_seed") is not None and prev.get("accuracy_beyond_seed") is not None:
+            metrics["delta_beyond_seed"] = metrics["accuracy_beyond_seed"] - prev["accuracy_beyond_seed"]
+    write_table(df, out_path)
+    return metrics

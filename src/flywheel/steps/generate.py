@@ -1,0 +1,82 @@
+"""generate: sample K candidate answers per prompt from the current model.
+
+Batched decoding with the KV cache: prompts are sorted by length (less padding), repeated K times, and
+decoded `batch_size` sequences at a time. On the reference CPU this is 15-20x the throughput of a
+one-prompt-at-a-time loop (bench/generate.py measures it).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from flywheel.config import Config
+from flywheel.steps import step
+from flywheel.io import read_table, write_table
+from flywheel.tasks import PROBLEM_COLUMNS
+
+SAMPLE_COLUMNS = (*PROBLEM_COLUMNS, "sample_id", "completion", "prompt_tokens", "completion_tokens",
+                  "finished", "model")
+
+
+@torch.inference_mode()
+def decode_batched(model, tok, prompts: list[str], *, samples: int, temperature: float, top_p: float,
+                   max_new_tokens: int, batch_size: int, seed: int, desc: str = "generate"):
+    """Return, for each prompt, `samples` (text, completion_tokens, finished) tuples."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    seqs = [(i, s) for i in order for s in range(samples)]  # K copies of each prompt, next to each other
+    out: list[list] = [[None] * samples for _ in prompts]
+    greedy = temperature == 0
+    eos = tok.eos_token_id
+    with tqdm(total=len(seqs), desc=desc, unit="seq", mininterval=2.0) as bar:
+        for b, start in enumerate(range(0, len(seqs), batch_size)):
+            chunk = seqs[start:start + batch_size]
+            enc = tok([prompts[i] for i, _ in chunk], return_tensors="pt", padding=True).to(model.device)
+            torch.manual_seed(seed * 1_000_003 + b)  # reproducible for a given seed and batch layout
+            gen = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=not greedy,
+                temperature=temperature if not greedy else None, top_p=top_p if not greedy else None,
+                top_k=0 if not greedy else None, pad_token_id=tok.pad_token_id, eos_token_id=eos,
+            )
+            new = gen[:, enc["input_ids"].shape[1]:].tolist()
+            for (i, s), ids in zip(chunk, new):
+                finished = eos in ids
+                ids = ids[: ids.index(eos) + 1] if finished else ids
+                text = tok.decode([t for t in ids if t != eos and t != tok.pad_token_id])
+                out[i][s] = (text, len(ids), finished)
+            bar.update(len(chunk))
+    return out
+
+
+@step
+def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: str | Path, cfg: Config,
+                     iteration: int = 0) -> dict:
+    """Sample `generate.samples_per_prompt` completions for every prompt; one row per sample."""
+    from flywheel.model import load_model
+
+    g = cfg.generate
+    problems = read_table(prompts_path, PROBLEM_COLUMNS, what="prompts")
+    model, tok = load_model(model_dir)
+    t0 = time.perf_counter()
+    results = decode_batched(model, tok, problems["prompt"].tolist(), samples=g.samples_per_prompt,
+                             temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
+                             batch_size=g.batch_size, seed=cfg.seed + iteration)
+    seconds = time.perf_counter() - t0
+    prompt_tokens = [len(x) for x in tok(problems["prompt"].tolist())["input_ids"]]
+    rows = []
+    for p, (problem, samples) in enumerate(zip(problems.to_dict("records"), results)):
+        for s, (text, n_tok, finished) in enumerate(samples):
+            rows.append({**{c: problem[c] for c in PROBLEM_COLUMNS}, "sample_id": s, "completion": text,
+                         "prompt_tokens": prompt_tokens[p], "completion_tokens": n_tok,
+                         "finished": finished, "model": str(model_dir)})
+    df = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+    write_table(df, out_path)
+    new_tokens = int(df["completion_tokens"].sum())
+    metrics = {"prompts": len(problems), "samples": len(df), "new_tokens": new_tokens,
+               "seconds": round(seconds, 2), "tokens_per_second": round(new_tokens / seconds, 1),
+               "unfinished": int((~df["finished"]).sum())}
+    return metrics

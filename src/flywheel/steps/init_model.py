@@ -1,0 +1,39 @@
+"""init-model: the starting model of the loop.
+
+`model.base: embedded` builds the tiny Llama and its char tokenizer, then warm-starts it with supervised
+training on the task's labelled seed set (easy problems only). Any other `model.base` (a local checkpoint
+or a hub id) is loaded with `Auto*` classes and saved as-is, so later steps see one layout.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from flywheel.config import Config
+from flywheel.steps import step
+from flywheel.io import atomic_dir, read_table
+from flywheel.steps.train import TRAIN_COLUMNS, sft_train
+
+
+@step
+def init_model(cfg: Config, seed_path: str | Path, out_dir: str | Path) -> dict:
+    from flywheel.model import count_parameters, load_model, save_embedded_base
+
+    if cfg.model.base != "embedded":
+        model, tok = load_model(cfg.model.base)
+        with atomic_dir(out_dir) as tmp:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+        metrics = {"base": cfg.model.base, "parameters": count_parameters(model), "warm_start_steps": 0}
+    else:
+        e = cfg.model.embedded
+        seed = read_table(seed_path, TRAIN_COLUMNS, what="labelled seed set")
+        with tempfile.TemporaryDirectory(prefix="flywheel-base-") as base:
+            save_embedded_base(cfg, base)
+            train = sft_train(base, seed, out_dir, max_steps=e.warmup_steps, learning_rate=e.learning_rate,
+                              batch_size=e.batch_size, warmup_ratio=0.05, weight_decay=0.0, seed=cfg.seed)
+        model, _ = load_model(out_dir)
+        metrics = {"base": "embedded", "parameters": count_parameters(model),
+                   "warm_start_steps": e.warmup_steps, "warm_start": train}
+    return metrics
