@@ -45,12 +45,12 @@ class ModelConfig(Section):
 
 
 class GenerateConfig(Section):
-    prompts_per_iteration: int = Field(512, gt=0, description="Prompts drawn from the task each iteration.")
-    samples_per_prompt: int = Field(4, gt=0, description="K: candidate answers sampled per prompt.")
-    temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 means greedy (then K should be 1).")
+    prompts_per_iteration: int = Field(384, gt=0, description="Prompts drawn from the task each iteration.")
+    samples_per_prompt: int = Field(8, gt=0, description="K: candidate answers sampled per prompt.")
+    temperature: float = Field(0.8, ge=0, description="Sampling temperature; 0 means greedy (then K should be 1).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     max_new_tokens: int = Field(16, gt=0, description="Longest completion, in tokens.")
-    batch_size: int = Field(256, gt=0, description="Sequences decoded together (prompts x samples); bigger is faster until memory binds.")
+    batch_size: int = Field(512, gt=0, description="Sequences decoded together (prompts x samples); bigger is faster until memory binds.")
 
 
 class VerifyConfig(Section):
@@ -162,3 +162,36 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 def config_from_json(text: str) -> Config:
     """The inverse of `Config.to_json`, used by components that receive the config as a parameter."""
     return parse_config(json.loads(text), "<pipeline parameter 'config'>")
+
+
+def config_reference() -> str:
+    """docs/config.md, generated from the field descriptions above (a test keeps the file in sync)."""
+    lines = ["# Config reference", "",
+             "Generated from `src/flywheel/config.py` by `python -m flywheel.config > docs/config.md`; "
+             "a test fails when it is stale.", "",
+             "A run is one YAML file. Every step reads its own section; unknown keys are errors. "
+             "Override any field on the command line with `--set section.field=value`.", ""]
+
+    def section(model: type[BaseModel], prefix: str) -> None:
+        rows, subs = [], []
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                subs.append((ann, f"{prefix}{name}.", field.description))
+                continue
+            default = field.get_default(call_default_factory=True)
+            type_name = getattr(ann, "__name__", str(ann)).replace("typing.", "")
+            rows.append(f"| `{prefix}{name}` | {type_name} | `{json.dumps(default)}` | {field.description} |")
+        if rows:
+            lines.extend(["| key | type | default | meaning |", "|---|---|---|---|", *rows, ""])
+        for sub, sub_prefix, desc in subs:
+            lines.extend([f"## `{sub_prefix[:-1]}`", "", desc or "", ""])
+            section(sub, sub_prefix)
+
+    lines.extend(["## top level", ""])
+    section(Config, "")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(config_reference(), end="")

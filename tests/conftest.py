@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny config and, once per session, the task's data and a warm-started tiny model."""
+
+from __future__ import annotations
+
+import pytest
+
+from flywheel.config import Config, parse_config
+
+TINY = {
+    "iterations": 2,
+    "task": {"params": {"width": 3, "seed_digits": 1, "seed_size": 200}},
+    "model": {"embedded": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                           "num_attention_heads": 2, "max_position_embeddings": 24, "warmup_steps": 40,
+                           "batch_size": 32}},
+    "generate": {"prompts_per_iteration": 24, "samples_per_prompt": 3, "max_new_tokens": 6, "batch_size": 64},
+    "train": {"max_steps": 20, "batch_size": 16},
+    "evaluate": {"per_difficulty": 10},
+}
+
+
+def tiny_config(**overrides) -> Config:
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        if field:
+            data.setdefault(section, {})[field] = value
+        else:
+            data[section] = value
+    return parse_config(data, "<tiny test config>")
+
+
+@pytest.fixture(scope="session")
+def cfg() -> Config:
+    return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def prepared(cfg, tmp_path_factory):
+    """Seed set, evaluation set, and the warm-started tiny model (built once: ~10 s)."""
+    from flywheel.steps.data import make_datasets
+    from flywheel.steps.init_model import init_model
+
+    d = tmp_path_factory.mktemp("prepared")
+    make_datasets(cfg, d / "seed.parquet", d / "eval.parquet")
+    metrics = init_model(cfg, d / "seed.parquet", d / "model0")
+    return {"dir": d, "seed": d / "seed.parquet", "eval": d / "eval.parquet", "model": d / "model0",
+            "init_metrics": metrics}
