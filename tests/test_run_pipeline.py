@@ -52,8 +52,7 @@ def test_report_and_model(run):
 
 
 def test_artifacts_are_parquet_with_the_documented_columns(run):
-    from flywheel.steps.curate import CURATED_COLUMNS, DROPPED_COLUMNS
-    from flywheel.steps.verify import VERDICT_COLUMNS
+    from flywheel.schema import CURATED_COLUMNS, DROPPED_COLUMNS, VERDICT_COLUMNS
 
     root = next((run["out"] / "kfp").iterdir())
     assert len(read_table(root / "verify-2" / "verdicts", VERDICT_COLUMNS)) == 24 * 3

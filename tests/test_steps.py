@@ -10,12 +10,13 @@ import torch
 
 from flywheel.io import read_table
 from flywheel.model import load_model
-from flywheel.steps.curate import CURATED_COLUMNS, DROPPED_COLUMNS, curate_samples
+from flywheel.schema import CURATED_COLUMNS, DROPPED_COLUMNS, SAMPLE_COLUMNS, VERDICT_COLUMNS
+from flywheel.steps.curate import curate_samples
 from flywheel.steps.data import sample_prompts
 from flywheel.steps.evaluate import evaluate_model
-from flywheel.steps.generate import SAMPLE_COLUMNS, decode_batched, generate_samples
+from flywheel.steps.generate import decode_batched, generate_samples
 from flywheel.steps.train import train_model
-from flywheel.steps.verify import VERDICT_COLUMNS, verify_samples
+from flywheel.steps.verify import verify_samples
 
 from conftest import tiny_config
 
@@ -170,3 +171,16 @@ def test_evaluate_reports_accuracy_per_difficulty_and_delta(cfg, prepared, tmp_p
     m1 = evaluate_model(prepared["model"], prepared["eval"], tmp_path / "r1.parquet", cfg, 1,
                         previous_metrics_path=tmp_path / "m0.json")
     assert m1["delta_accuracy"] == pytest.approx(0.0)  # same model, greedy: same answers
+
+
+def test_curate_falls_back_to_seed_rows_when_nothing_passed(tmp_path, prepared):
+    from flywheel.io import write_table
+
+    bad = {"correct": False, "score": 0.0, "reason": "wrong: expected ref, got x"}
+    write_table(_verdicts([{"prompt_id": p, "prompt": p + "=", "sample_id": 0, "completion": "x", **bad}
+                           for p in "abc"]), tmp_path / "v.parquet")
+    m = curate_samples(tmp_path / "v.parquet", prepared["seed"], tmp_path / "c.parquet", tmp_path / "d.parquet",
+                       tiny_config(), iteration=1)
+    cur = read_table(tmp_path / "c.parquet")
+    assert len(cur) == 3 and set(cur["source"]) == {"seed"} and m["fallback"].startswith("no verified samples")
+    assert m["dropped"] == 3

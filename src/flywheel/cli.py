@@ -32,10 +32,14 @@ def _emit(metrics: dict) -> None:
 # --- the whole loop ------------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
+    import warnings
+
     from kfp import local
 
     from flywheel.pipelines.flywheel_pipeline import build_pipeline
 
+    # Display names, resources and Kubernetes settings matter on a cluster only; kfp.local warns per task.
+    warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
     cfg = _config(args)
     out = Path(args.out or cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

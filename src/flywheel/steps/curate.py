@@ -15,10 +15,7 @@ import pandas as pd
 from flywheel.config import Config
 from flywheel.steps import step
 from flywheel.io import read_table, write_table
-from flywheel.steps.verify import VERDICT_COLUMNS
-
-CURATED_COLUMNS = ("prompt_id", "prompt", "completion", "difficulty", "source", "iteration", "score")
-DROPPED_COLUMNS = (*VERDICT_COLUMNS, "drop_reason", "duplicate_of")
+from flywheel.schema import CURATED_COLUMNS, DROPPED_COLUMNS, VERDICT_COLUMNS
 
 
 def _drop(df: pd.DataFrame, mask: pd.Series, reason, dropped: list[pd.DataFrame]) -> pd.DataFrame:
@@ -35,6 +32,7 @@ def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: s
                    previous_path: str | Path | None = None) -> dict:
     c = cfg.curate
     df = read_table(verdicts_path, VERDICT_COLUMNS, what="verdicts").sort_values(["prompt_id", "sample_id"])
+    verdicts_prompts = df["prompt_id"].nunique()
     seed = read_table(seed_path, ("prompt_id", "prompt", "completion", "difficulty"), what="labelled seed set")
     dropped: list[pd.DataFrame] = []
     df["duplicate_of"] = ""
@@ -65,6 +63,12 @@ def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: s
     self_rows = pd.concat([carried, own], ignore_index=True) if len(carried) else own
     # seed_fraction f of the final set: n_seed / (n_self + n_seed) = f.
     n_seed = min(len(seed), round(c.seed_fraction / (1 - c.seed_fraction) * len(self_rows)))
+    fallback = None
+    if len(self_rows) == 0:
+        # Nothing passed (an early model, or a too-strict verifier): rather than stop the loop, rehearse
+        # the labelled seed data, one row per prompt of the iteration. The pass rate in the summary shows it.
+        n_seed = min(len(seed), int(verdicts_prompts))
+        fallback = "no verified samples: training on labelled seed rows only"
     mix = seed.sample(n=n_seed, random_state=cfg.seed + iteration).assign(
         source="seed", iteration=iteration, score=1.0)[list(CURATED_COLUMNS)]
     curated = pd.concat([self_rows, mix], ignore_index=True).sample(frac=1.0, random_state=cfg.seed + iteration)
@@ -76,6 +80,7 @@ def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: s
         "kept": len(curated), "kept_new": len(own), "kept_carried": len(carried), "kept_seed": n_seed,
         "dropped": len(drops), "dropped_by_reason": _reason_counts(drops["drop_reason"]),
         "kept_by_difficulty": {str(k): int(v) for k, v in own.groupby("difficulty").size().items()},
+        "fallback": fallback,
     }
     return metrics
 

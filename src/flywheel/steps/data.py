@@ -9,7 +9,8 @@ import pandas as pd
 from flywheel.config import Config
 from flywheel.steps import step
 from flywheel.io import write_table
-from flywheel.tasks import PROBLEM_COLUMNS, load_task
+from flywheel.schema import PROBLEM_COLUMNS, SEED_COLUMNS
+from flywheel.tasks import load_task
 
 
 def task_of(cfg: Config):
@@ -20,7 +21,7 @@ def task_of(cfg: Config):
 def make_datasets(cfg: Config, seed_path: str | Path, eval_path: str | Path) -> dict:
     """Write the labelled seed set and the held-out evaluation sets as Parquet."""
     task = task_of(cfg)
-    seed = pd.DataFrame(task.seed_set(cfg.seed), columns=[*PROBLEM_COLUMNS, "completion"])
+    seed = pd.DataFrame(task.seed_set(cfg.seed), columns=list(SEED_COLUMNS))
     evals = pd.DataFrame(task.eval_sets(cfg.evaluate.per_difficulty, cfg.seed), columns=list(PROBLEM_COLUMNS))
     overlap = set(seed["prompt"]) & set(evals["prompt"])
     if overlap:

@@ -12,9 +12,7 @@ from flywheel.steps import step
 from flywheel.io import read_json, read_table, write_table
 from flywheel.steps.generate import decode_batched
 from flywheel.steps.verify import verifier_of
-from flywheel.tasks import PROBLEM_COLUMNS
-
-RESULT_COLUMNS = (*PROBLEM_COLUMNS, "completion", "correct", "reason")
+from flywheel.schema import PROBLEM_COLUMNS
 
 
 @step

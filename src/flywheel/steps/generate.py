@@ -17,10 +17,7 @@ from tqdm.auto import tqdm
 from flywheel.config import Config
 from flywheel.steps import step
 from flywheel.io import read_table, write_table
-from flywheel.tasks import PROBLEM_COLUMNS
-
-SAMPLE_COLUMNS = (*PROBLEM_COLUMNS, "sample_id", "completion", "prompt_tokens", "completion_tokens",
-                  "finished", "model")
+from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS
 
 
 @torch.inference_mode()

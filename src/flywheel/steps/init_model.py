@@ -13,7 +13,8 @@ from pathlib import Path
 from flywheel.config import Config
 from flywheel.steps import step
 from flywheel.io import atomic_dir, read_table
-from flywheel.steps.train import TRAIN_COLUMNS, sft_train
+from flywheel.schema import TRAIN_COLUMNS
+from flywheel.steps.train import sft_train
 
 
 @step

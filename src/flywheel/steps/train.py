@@ -13,8 +13,7 @@ from pathlib import Path
 from flywheel.config import Config
 from flywheel.steps import step
 from flywheel.io import atomic_dir, read_table
-
-TRAIN_COLUMNS = ("prompt", "completion")
+from flywheel.schema import TRAIN_COLUMNS
 
 
 def sft_train(model_dir: str | Path, rows, out_dir: str | Path, *, max_steps: int, learning_rate: float,

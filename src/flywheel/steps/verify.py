@@ -12,10 +12,8 @@ from flywheel.config import Config
 from flywheel.steps import step
 from flywheel.io import read_table, write_table
 from flywheel.steps.data import task_of
-from flywheel.steps.generate import SAMPLE_COLUMNS
-from flywheel.tasks import PROBLEM_COLUMNS, import_object
-
-VERDICT_COLUMNS = (*SAMPLE_COLUMNS, "correct", "score", "reason")
+from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS
+from flywheel.tasks import import_object
 
 
 def verifier_of(cfg: Config):

@@ -11,9 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-# prompt_id: stable id of the problem; prompt: model input; reference: the answer the verifier compares
-# against (may be empty for label-free tasks); difficulty: int, higher is harder (arithmetic: digits).
-PROBLEM_COLUMNS = ("prompt_id", "prompt", "reference", "difficulty")
+from flywheel.schema import PROBLEM_COLUMNS  # noqa: F401  (re-exported: the columns of a problem row)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,16 @@
+"""Column names of every Parquet artifact, in one place (docs/architecture.md, 'Artifacts', explains each).
+
+A light module on purpose: steps that only move rows (verify, curate, record) import it without torch.
+"""
+
+# A problem: stable id, model input, the answer the verifier compares against (may be empty for
+# label-free tasks), and difficulty (higher is harder; arithmetic: significant digits).
+PROBLEM_COLUMNS = ("prompt_id", "prompt", "reference", "difficulty")
+SEED_COLUMNS = (*PROBLEM_COLUMNS, "completion")
+SAMPLE_COLUMNS = (*PROBLEM_COLUMNS, "sample_id", "completion", "prompt_tokens", "completion_tokens",
+                  "finished", "model")
+VERDICT_COLUMNS = (*SAMPLE_COLUMNS, "correct", "score", "reason")
+CURATED_COLUMNS = ("prompt_id", "prompt", "completion", "difficulty", "source", "iteration", "score")
+DROPPED_COLUMNS = (*VERDICT_COLUMNS, "drop_reason", "duplicate_of")
+TRAIN_COLUMNS = ("prompt", "completion")
+RESULT_COLUMNS = (*PROBLEM_COLUMNS, "completion", "correct", "reason")
