@@ -82,6 +82,14 @@ class EvaluateConfig(Section):
     batch_size: int = Field(512, gt=0, description="Sequences decoded together.")
 
 
+class PromoteConfig(Section):
+    policy: Literal["paired-test", "always"] = Field("paired-test", description="'paired-test' promotes the iteration's model only if it beats the champion significantly; 'always' takes every new model.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the exact McNemar test on the held-out items.")
+    min_delta: float = Field(0.0, ge=0, description="Least accuracy gain (absolute) over the champion for a promotion.")
+    patience: int = Field(2, ge=1, description="Stop the loop after this many iterations in a row without a promotion.")
+    max_regression: float = Field(0.1, ge=0, le=1, description="Stop the loop when an iteration's model falls this far (absolute accuracy) below the champion.")
+
+
 class PipelineConfig(Section):
     name: str = Field("flywheel", description="KFP pipeline name.")
     image: str = Field("ghcr.io/flywheel-ml/flywheel-python:0.1.0", description="Base image of every component (must contain the package). 'python' in the name keeps kfp.local quiet.")
@@ -101,6 +109,7 @@ class Config(Section):
     curate: CurateConfig = Field(default_factory=CurateConfig, description="Selection of training rows.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning on curated rows.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Held-out evaluation.")
+    promote: PromoteConfig = Field(default_factory=PromoteConfig, description="Champion/challenger promotion and stop criteria.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="KFP settings.")
 
     @model_validator(mode="after")
