@@ -109,10 +109,28 @@ def evaluate(config: str, iteration: int, model: Input[Model], eval_set: Input[D
     return m["accuracy"]
 
 
+def promote(config: str, iteration: int, champion: Input[Model], champion_results: Input[Dataset],
+            champion_metrics: Input[Metrics], challenger: Input[Model], challenger_results: Input[Dataset],
+            challenger_metrics: Input[Metrics], model: Output[Model], results: Output[Dataset],
+            metrics: Output[Metrics], decision: Output[Metrics], previous_decision: Input[Metrics] = None) -> bool:
+    """Champion or challenger, by a paired test on the held-out items; returns whether the loop goes on."""
+    from flywheel.components.kfp_metrics import log_metrics
+    from flywheel.config import config_from_json
+    from flywheel.steps.promote import promote_model
+
+    m = promote_model(champion.path, champion_results.path, champion_metrics.path, challenger.path,
+                      challenger_results.path, challenger_metrics.path, model.path, results.path, metrics.path,
+                      config_from_json(config), iteration,
+                      previous_decision=previous_decision.path if previous_decision else None,
+                      metrics_path=decision.path)
+    log_metrics(decision, m)
+    return m["continue_loop"]
+
+
 def record(config: str, iteration: int, evaluation: Input[Metrics], summary: Output[Artifact],
            report: Output[HTML], previous: Input[Artifact] = None, generation: Input[Metrics] = None,
            verification: Input[Metrics] = None, curation: Input[Metrics] = None, training: Input[Metrics] = None,
-           verdicts: Input[Dataset] = None):
+           promotion: Input[Metrics] = None, verdicts: Input[Dataset] = None):
     """Append the iteration's metrics to the run summary (JSON) and render the report (HTML)."""
     from flywheel.config import config_from_json
     from flywheel.report import record_iteration
@@ -123,10 +141,10 @@ def record(config: str, iteration: int, evaluation: Input[Metrics], summary: Out
     record_iteration(config_from_json(config), iteration, summary.path, report.path,
                      previous_summary=path(previous), evaluate=evaluation.path, generate=path(generation),
                      verify=path(verification), curate=path(curation), train=path(training),
-                     verdicts=path(verdicts))
+                     promote=path(promotion), verdicts=path(verdicts))
 
 
-STEPS = (prepare_data, init_model, sample_prompts, generate, verify, curate, train, evaluate, record)
+STEPS = (prepare_data, init_model, sample_prompts, generate, verify, curate, train, evaluate, promote, record)
 
 
 def make_components(image: str) -> SimpleNamespace:

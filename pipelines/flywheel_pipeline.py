@@ -1,31 +1,26 @@
 """The self-improvement loop as one KFP pipeline: prepare, then N unrolled iterations of
-generate -> verify -> curate -> train -> evaluate -> record.
+generate -> verify -> curate -> train -> evaluate -> promote -> record.
 
 KFP v2 has no loops over artifacts, so iterations are unrolled at compile time by a Python `for`
-(`config.iterations` is fixed when the pipeline is built); the model of iteration i feeds generation
-in iteration i+1. The whole config travels as one JSON string parameter, so the run form in the KFP UI
-shows (and lets a researcher edit) every setting in one place, and nothing is configured twice.
+(`config.iterations` is fixed when the pipeline is built). The champion model (the best so far, chosen by
+`promote`) feeds generation in the next iteration. Each iteration after the first runs inside a `dsl.If`
+on the previous `promote`'s verdict, so a stop criterion (no promotion for `promote.patience` iterations,
+a regression) ends the run. The whole config travels as one JSON string parameter, so the run form in the
+KFP UI shows (and lets a researcher edit) every setting in one place, and nothing is configured twice.
 
     prepare_data ─> init_model ─> evaluate(0) ─> record(0)
                          │
-       ┌─────────────────┴──────── iteration i = 1..N ─────────────────────────────┐
-       │ sample_prompts ─> generate ─> verify ─> curate ─> train ─> evaluate ─> record │
-       └──────────────────────────────────────────────────────────────────────────────┘
+       ┌─────────────────┴───────────── iteration i = 1..N (while promote says go on) ────────────────┐
+       │ sample_prompts ─> generate ─> verify ─> curate ─> train ─> evaluate ─> promote ─> record       │
+       └───────────────────────────────────────────────────────────────────────────────────────────────┘
 """
 
-from typing import NamedTuple
+from contextlib import ExitStack
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Model
 
 from flywheel.components.steps import make_components
 from flywheel.config import Config
-
-
-class Outputs(NamedTuple):
-    summary: Artifact
-    report: HTML
-    model: Model
 
 
 def build_pipeline(cfg: Config):
@@ -34,9 +29,9 @@ def build_pipeline(cfg: Config):
     config_default = cfg.to_json()
 
     @dsl.pipeline(name=cfg.pipeline.name,
-                  description=f"flywheel self-improvement loop: {cfg.iterations} iterations of "
-                              "generate, verify, curate, train, evaluate.")
-    def flywheel(config: str = config_default) -> Outputs:
+                  description=f"flywheel self-improvement loop: up to {cfg.iterations} iterations of "
+                              "generate, verify, curate, train, evaluate, promote.")
+    def flywheel(config: str = config_default):
         """Run the self-improvement loop.
 
         Args:
@@ -46,33 +41,40 @@ def build_pipeline(cfg: Config):
         data = c.prepare_data(config=config).set_display_name("prepare data")
         seed_set, eval_set = data.outputs["seed_set"], data.outputs["eval_set"]
         base = c.init_model(config=config, seed_set=seed_set).set_display_name("init model")
-        model = base.outputs["model"]
-        ev = c.evaluate(config=config, iteration=0, model=model, eval_set=eval_set, seed_set=seed_set)
-        ev.set_display_name("evaluate 0")
-        rec = c.record(config=config, iteration=0, evaluation=ev.outputs["metrics"])
-        rec.set_display_name("record 0")
-        curated = None
+        ev = c.evaluate(config=config, iteration=0, model=base.outputs["model"], eval_set=eval_set,
+                        seed_set=seed_set).set_display_name("evaluate 0")
+        rec = c.record(config=config, iteration=0, evaluation=ev.outputs["metrics"]).set_display_name("record 0")
+        champion = {"champion": base.outputs["model"], "champion_results": ev.outputs["results"],
+                    "champion_metrics": ev.outputs["metrics"]}
+        curated = decision = None
 
-        for i in range(1, cfg.iterations + 1):
-            prompts = c.sample_prompts(config=config, iteration=i).set_display_name(f"prompts {i}")
-            gen = c.generate(config=config, iteration=i, model=model, prompts=prompts.outputs["prompts"])
-            gen.set_display_name(f"generate {i}")
-            ver = c.verify(config=config, samples=gen.outputs["samples"]).set_display_name(f"verify {i}")
-            carry = {"previous": curated} if curated is not None else {}
-            cur = c.curate(config=config, iteration=i, verdicts=ver.outputs["verdicts"], seed_set=seed_set, **carry)
-            cur.set_display_name(f"curate {i}")
-            tr = c.train(config=config, current_model=model, base_model=base.outputs["model"],
-                         curated=cur.outputs["curated"]).set_display_name(f"train {i}")
-            ev = c.evaluate(config=config, iteration=i, model=tr.outputs["model"], eval_set=eval_set,
-                            seed_set=seed_set, previous=ev.outputs["metrics"]).set_display_name(f"evaluate {i}")
-            rec = c.record(config=config, iteration=i, evaluation=ev.outputs["metrics"],
-                           previous=rec.outputs["summary"], generation=gen.outputs["metrics"],
-                           verification=ver.outputs["metrics"], curation=cur.outputs["metrics"],
-                           training=tr.outputs["metrics"], verdicts=ver.outputs["verdicts"])
-            rec.set_display_name(f"record {i}")
-            model, curated = tr.outputs["model"], cur.outputs["curated"]
-
-        return Outputs(summary=rec.outputs["summary"], report=rec.outputs["report"], model=model)
+        with ExitStack() as gates:
+            for i in range(1, cfg.iterations + 1):
+                if decision is not None:  # iteration i runs only if promote(i-1) said go on
+                    gates.enter_context(dsl.If(decision.outputs["Output"] == True, name=f"continue-{i}"))  # noqa: E712
+                prompts = c.sample_prompts(config=config, iteration=i).set_display_name(f"prompts {i}")
+                gen = c.generate(config=config, iteration=i, model=champion["champion"],
+                                 prompts=prompts.outputs["prompts"]).set_display_name(f"generate {i}")
+                ver = c.verify(config=config, samples=gen.outputs["samples"]).set_display_name(f"verify {i}")
+                carry = {"previous": curated} if curated is not None else {}
+                cur = c.curate(config=config, iteration=i, verdicts=ver.outputs["verdicts"], seed_set=seed_set,
+                               **carry).set_display_name(f"curate {i}")
+                tr = c.train(config=config, current_model=champion["champion"], base_model=base.outputs["model"],
+                             curated=cur.outputs["curated"]).set_display_name(f"train {i}")
+                ev = c.evaluate(config=config, iteration=i, model=tr.outputs["model"], eval_set=eval_set,
+                                seed_set=seed_set, previous=champion["champion_metrics"]).set_display_name(f"evaluate {i}")
+                last = {"previous_decision": decision.outputs["decision"]} if decision is not None else {}
+                decision = c.promote(config=config, iteration=i, **champion, challenger=tr.outputs["model"],
+                                     challenger_results=ev.outputs["results"],
+                                     challenger_metrics=ev.outputs["metrics"], **last).set_display_name(f"promote {i}")
+                rec = c.record(config=config, iteration=i, evaluation=ev.outputs["metrics"],
+                               previous=rec.outputs["summary"], generation=gen.outputs["metrics"],
+                               verification=ver.outputs["metrics"], curation=cur.outputs["metrics"],
+                               training=tr.outputs["metrics"], promotion=decision.outputs["decision"],
+                               verdicts=ver.outputs["verdicts"]).set_display_name(f"record {i}")
+                champion = {"champion": decision.outputs["model"], "champion_results": decision.outputs["results"],
+                            "champion_metrics": decision.outputs["metrics"]}
+                curated = cur.outputs["curated"]
 
     return flywheel
 

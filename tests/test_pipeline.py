@@ -10,22 +10,31 @@ from flywheel.config import parse_config
 from flywheel.pipelines.flywheel_pipeline import compile_pipeline
 
 
+def all_tasks(spec: dict) -> dict:
+    """Tasks of the root DAG and of every sub-DAG (conditions compile to sub-DAGs)."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    return {name: t for dag in dags for name, t in dag["tasks"].items()}
+
+
 def test_compile_and_load_back(tmp_path):
     cfg = parse_config({"iterations": 2, "pipeline": {"image": "registry.example/flywheel-python:9.9"}})
     path = compile_pipeline(cfg, str(tmp_path / "p.yaml"))
     loaded = components.load_component_from_file(path)  # the KFP SDK's own loader
     assert loaded.name == cfg.pipeline.name
     spec = yaml.safe_load(open(path))
-    tasks = spec["root"]["dag"]["tasks"]
-    # prepare, init, evaluate 0, record 0, then 7 tasks per iteration
-    assert len(tasks) == 4 + 7 * cfg.iterations
+    tasks = all_tasks(spec)
+    # prepare, init, evaluate 0, record 0, then 8 tasks per iteration (+ the condition of iteration 2)
+    assert len(tasks) == 4 + 8 * cfg.iterations + 1
     executors = spec["deploymentSpec"]["executors"]
     assert {e["container"]["image"] for e in executors.values()} == {"registry.example/flywheel-python:9.9"}
     # install_kfp_package=False: no task pip-installs anything at run time
     assert not any("pip install" in " ".join(e["container"].get("command", [])) for e in executors.values())
     # the model of iteration 1 feeds generation in iteration 2
-    gen2 = next(t for name, t in tasks.items() if t["taskInfo"]["name"] == "generate 2")
-    assert gen2["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "train"
+    # the champion chosen by promote 1 feeds generation in iteration 2, inside promote 1's condition
+    gen2 = next(t for t in tasks.values() if t["taskInfo"]["name"] == "generate 2")
+    assert gen2["inputs"]["artifacts"]["model"]["componentInputArtifact"].startswith("pipelinechannel--promote")
+    cond = next(t for t in tasks.values() if t["taskInfo"]["name"] == "continue-2")
+    assert "promote-Output" in cond["triggerPolicy"]["condition"]
     # the UI form: one parameter, typed, with a default and a description
     param = spec["root"]["inputDefinitions"]["parameters"]["config"]
     assert param["parameterType"] == "STRING" and param["isOptional"] and "description" in param

@@ -35,16 +35,18 @@ def test_summary_has_every_iteration_and_step(run):
         assert 0 <= it["verify"]["pass_rate"] <= 1 and it["curate"]["kept"] > 0 and it["train"]["loss"] >= 0
         assert set(it["eval"]["accuracy_by_difficulty"]) == {"1", "2", "3"}
         assert all(v is not None and v >= 0 for v in it["durations"].values())
-    # iteration i evaluates the model trained in iteration i, and compares it with iteration i-1's
-    assert its[2]["eval"]["previous_accuracy"] == its[1]["eval"]["accuracy"]
-    assert its[2]["train"]["init_from"] != its[1]["train"]["init_from"]
+    # iteration i trains from the champion and compares its model with the champion's
+    champion = its[1]["promote"]["champion_iteration"]
+    assert its[2]["eval"]["previous_accuracy"] == its[champion]["eval"]["accuracy"]
+    assert its[1]["promote"]["promoted"] == (champion == 1)
+    assert {"balance_score", "pass@1", "pass@3", "separation_auc"} <= set(its[1]["health"])
     # accumulate: iteration 2 trains on iteration 1's rows too
     assert its[2]["curate"]["kept_carried"] == its[1]["curate"]["kept_new"]
 
 
 def test_report_and_model(run):
     html = (run["out"] / "report.html").read_text()
-    assert html.count("<img src=\"data:image/png;base64,") == 4 and "Sample rows" in html
+    assert html.count("<img src=\"data:image/png;base64,") == 5 and "Sample rows" in html
     from flywheel.model import load_model
 
     model, tok = load_model(run["out"] / "model")
@@ -68,3 +70,16 @@ def test_rerun_resumes_from_the_cache(run, capsys):
     summary_after = json.loads((run["out"] / "summary.json").read_text())
     assert summary_after == json.loads(before)  # every step came from the cache: same numbers
     assert seconds < run["seconds"] / 2
+
+
+def test_a_stop_criterion_ends_the_loop(tmp_path):
+    """min_delta 1.0 can never be met: promote 1 keeps the champion, patience 1 stops the run there."""
+    cfg = {**TINY, "promote": {"min_delta": 1.0, "patience": 1}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [it["iteration"] for it in summary["iterations"]] == [0, 1]  # iteration 2 was skipped
+    last = summary["iterations"][-1]["promote"]
+    assert not last["promoted"] and "no promotion for 1" in last["stop_reason"]
+    root = next((tmp_path / "out" / "kfp").iterdir())
+    assert not list(root.glob("generate-2"))

@@ -51,30 +51,51 @@ def cmd_run(args) -> int:
     print(f"flywheel: {cfg.iterations} iteration(s) of task {cfg.task.name!r} on model {cfg.model.base!r}; "
           f"outputs under {out}", flush=True)
     try:
-        task = build_pipeline(cfg)(config=cfg.to_json())
+        build_pipeline(cfg)(config=cfg.to_json())
     except RuntimeError as err:
         print(f"error: the pipeline failed: {err}\n(the failing step's log is above; finished steps are "
               f"cached, so the same command resumes after the fix)", file=sys.stderr)
         return 1
-    shutil.copyfile(task.outputs["summary"].path, out / "summary.json")
-    shutil.copyfile(task.outputs["report"].path, out / "report.html")
+    summary_path = final_summary(out / "kfp", cfg)
+    summary = json.loads(summary_path.read_text())
+    last = summary["iterations"][-1]
+    shutil.copyfile(summary_path, out / "summary.json")
+    shutil.copyfile(summary_path.with_name("report"), out / "report.html")
     model_dir = out / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
-    shutil.copytree(task.outputs["model"].path, model_dir)
-    summary = json.loads((out / "summary.json").read_text())
+    shutil.copytree(last["promote"]["model"] if "promote" in last else last["eval"]["model"], model_dir)
     print_summary(summary)
-    print(f"\nsummary: {out / 'summary.json'}\nreport:  {out / 'report.html'}\nmodel:   {model_dir}")
+    if last.get("promote", {}).get("stop_reason"):
+        print(f"\nstopped after iteration {last['iteration']}: {last['promote']['stop_reason']}")
+    print(f"\nsummary: {out / 'summary.json'}\nreport:  {out / 'report.html'}\nmodel:   {model_dir} (the champion)")
     return 0
 
 
+def final_summary(pipeline_root: Path, cfg: Config) -> Path:
+    """The run's last `record` output. Iterations after a stop are skipped and cached steps keep their
+    earlier output paths, so the pipeline cannot return it; it is the summary of this config that
+    covers the most iterations (the newest of equals)."""
+    want = cfg.model_dump(mode="json")
+    found = []
+    for path in pipeline_root.glob("**/record*/summary"):
+        summary = json.loads(path.read_text())
+        if summary["config"] == want:
+            found.append((len(summary["iterations"]), path.stat().st_mtime, path))
+    if not found:
+        raise FileNotFoundError(f"{pipeline_root}: no summary of this run was written")
+    return max(found)[2]
+
+
 def print_summary(summary: dict) -> None:
-    print("\niteration  accuracy  beyond-seed  pass-rate  kept  train-loss")
+    print("\niteration  accuracy  beyond-seed  pass-rate  kept  train-loss  promoted")
     for it in summary["iterations"]:
         ev = it["eval"]
         beyond = ev.get("accuracy_beyond_seed")
+        promoted = {True: "yes", False: "no", None: "-"}[it.get("promote", {}).get("promoted")]
         print(f"{it['iteration']:>9}  {ev['accuracy']:>8.3f}  {'-' if beyond is None else f'{beyond:.3f}':>11}  "
               f"{it.get('verify', {}).get('pass_rate', float('nan')):>9.3f}  "
-              f"{it.get('curate', {}).get('kept', 0):>4}  {it.get('train', {}).get('loss', float('nan')):>10.4f}")
+              f"{it.get('curate', {}).get('kept', 0):>4}  {it.get('train', {}).get('loss', float('nan')):>10.4f}"
+              f"  {promoted:>8}")
 
 
 def cmd_compile(args) -> int:

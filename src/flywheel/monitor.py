@@ -110,3 +110,9 @@ def mcnemar(champion: Iterable[bool], challenger: Iterable[bool]) -> dict:
         p = min(1.0, 2 * tail)
     return {"champion_only": b, "challenger_only": c, "p_value": p,
             "delta": float(b_.mean() - a.mean()) if len(a) else 0.0}
+
+
+def gold_labels(task, df: pd.DataFrame) -> pd.Series:
+    """True correctness by the task's own reference check, for judging another verifier against it."""
+    problems = df[["prompt_id", "prompt", "reference", "difficulty"]].to_dict("records")
+    return pd.Series([bool(task.verify(p, c).correct) for p, c in zip(problems, df["completion"])], index=df.index)

@@ -14,25 +14,31 @@ from pathlib import Path
 
 from flywheel.config import Config
 from flywheel.io import read_json, read_table, write_json, write_text
+from flywheel.monitor import gold_labels, iteration_health
+from flywheel.schema import VERDICT_COLUMNS
+from flywheel.steps.data import task_of
 
-STEP_KEYS = ("generate", "verify", "curate", "train", "eval")
+STEP_KEYS = ("generate", "verify", "curate", "train", "eval", "promote")
 
 
 def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, report_path: str | Path, *,
                      evaluate: str | Path, previous_summary: str | Path | None = None,
                      generate: str | Path | None = None, verify: str | Path | None = None,
                      curate: str | Path | None = None, train: str | Path | None = None,
-                     verdicts: str | Path | None = None) -> dict:
+                     promote: str | Path | None = None, verdicts: str | Path | None = None) -> dict:
     summary = read_json(previous_summary, "previous summary") if previous_summary else {
-        "config": cfg.model_dump(), "iterations": []}
+        "config": cfg.model_dump(mode="json"), "iterations": []}
     entry: dict = {"iteration": iteration}
-    for key, path in zip(STEP_KEYS, (generate, verify, curate, train, evaluate)):
+    for key, path in zip(STEP_KEYS, (generate, verify, curate, train, evaluate, promote)):
         if path:
             entry[key] = read_json(path, f"{key} metrics")
     entry["durations"] = {k: entry[k].get("duration_s") for k in STEP_KEYS if k in entry}
     summary["iterations"] = [it for it in summary["iterations"] if it["iteration"] != iteration] + [entry]
     if verdicts:
-        df = read_table(verdicts, ("prompt", "completion", "reference", "correct", "reason"), what="verdicts")
+        df = read_table(verdicts, VERDICT_COLUMNS, what="verdicts")
+        # Judge the configured verifier against the task's reference check when they differ.
+        gold = None if cfg.verify.verifier == "task" else gold_labels(task_of(cfg), df)
+        entry["health"] = iteration_health(df, gold=gold, n_star=cfg.curate.max_per_prompt)
         picks = df[df["correct"]].head(4).to_dict("records") + df[~df["correct"]].head(4).to_dict("records")
         summary["examples"] = [{k: r[k] for k in ("prompt", "completion", "reference", "correct", "reason")}
                                for r in picks]
@@ -92,6 +98,20 @@ def plot_summary(summary: dict) -> list[tuple[str, str]]:
         plots.append(("Verifier pass rate on the iteration's samples", _png(fig)))
         plt.close(fig)
 
+    hl = [it for it in its if "health" in it]
+    if hl:
+        hx = [it["iteration"] for it in hl]
+        k = hl[0]["health"]["samples_per_prompt"]
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        ax.plot(hx, [it["health"]["pass@1"] for it in hl], "o-", label="pass@1")
+        ax.plot(hx, [it["health"].get(f"pass@{k}") for it in hl], "s--", label=f"pass@{k}")
+        ax.plot(hx, [it["health"]["balance_score"] for it in hl], "^-", label="balance score (B-STaR)")
+        ax.set(xlabel="iteration", ylabel="score", ylim=(-0.02, 1.02), xticks=hx)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        plots.append(("Exploration and exploitation on the iteration's prompts", _png(fig)))
+        plt.close(fig)
+
     cur = [it for it in its if "curate" in it]
     if cur:
         cx = [it["iteration"] for it in cur]
@@ -107,6 +127,14 @@ def plot_summary(summary: dict) -> list[tuple[str, str]]:
         plots.append(("Training data kept by curate", _png(fig)))
         plt.close(fig)
     return plots
+
+
+def _promotion(p: dict | None) -> str | None:
+    if p is None:
+        return None
+    verdict = "yes" if p["promoted"] else "no"
+    stop = f"; stop: {p['stop_reason']}" if p.get("stop_reason") else ""
+    return f"{verdict} (p={p['p_value']:.2g}){stop}"
 
 
 def _fmt(v) -> str:
@@ -131,6 +159,7 @@ def write_report(summary: dict, path: str | Path) -> Path:
             ("kept", lambda it: it.get("curate", {}).get("kept")),
             ("dropped", lambda it: it.get("curate", {}).get("dropped")),
             ("train loss", lambda it: it.get("train", {}).get("loss")),
+            ("promoted", lambda it: _promotion(it.get("promote"))),
             ("seconds", lambda it: round(sum(v for v in it["durations"].values() if v), 1))]
     table = "<tr>" + "".join(f"<th>{c}</th>" for c, _ in cols) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{_fmt(get(it))}</td>" for _, get in cols) + "</tr>" for it in its)

@@ -72,4 +72,4 @@ def promote_model(champion_dir: str | Path, champion_results: str | Path, champi
             "stale_iterations": stale, "continue_loop": stop is None, "stop_reason": stop,
             "champion_accuracy": float(paired["correct_champion"].mean()),
             "challenger_accuracy": float(paired["correct_challenger"].mean()),
-            "champion_iteration": chosen["iteration"]}
+            "champion_iteration": chosen["iteration"], "model": str(out_dir)}
