@@ -38,25 +38,28 @@ def init_model(config: str, seed_set: Input[Dataset], model: Output[Model], metr
                                          metrics_path=metrics.path))
 
 
-def sample_prompts(config: str, iteration: int, prompts: Output[Dataset], metrics: Output[Metrics]):
-    """The prompts of one iteration."""
+def sample_prompts(config: str, iteration: int, prompts: Output[Dataset], metrics: Output[Metrics],
+                   previous: Input[Artifact] = None):
+    """The prompts of one iteration, and its sampling plan (from the previous summary in adaptive mode)."""
     from flywheel.components.kfp_metrics import log_metrics
     from flywheel.config import config_from_json
     from flywheel.steps.data import sample_prompts as sample_prompts_step
 
     log_metrics(metrics, sample_prompts_step(config_from_json(config), iteration, prompts.path,
+                                             previous_summary=previous.path if previous else None,
                                              metrics_path=metrics.path))
 
 
 def generate(config: str, iteration: int, model: Input[Model], prompts: Input[Dataset],
-             samples: Output[Dataset], metrics: Output[Metrics]):
+             samples: Output[Dataset], metrics: Output[Metrics], plan: Input[Metrics] = None):
     """K candidate answers per prompt from the current model."""
     from flywheel.components.kfp_metrics import log_metrics
     from flywheel.config import config_from_json
     from flywheel.steps.generate import generate_samples
 
     log_metrics(metrics, generate_samples(model.path, prompts.path, samples.path, config_from_json(config),
-                                          iteration=iteration, metrics_path=metrics.path))
+                                          iteration=iteration, plan_path=plan.path if plan else None,
+                                          metrics_path=metrics.path))
 
 
 def verify(config: str, samples: Input[Dataset], verdicts: Output[Dataset], metrics: Output[Metrics]):

@@ -52,9 +52,10 @@ def build_pipeline(cfg: Config):
             for i in range(1, cfg.iterations + 1):
                 if decision is not None:  # iteration i runs only if promote(i-1) said go on
                     gates.enter_context(dsl.If(decision.outputs["Output"] == True, name=f"continue-{i}"))  # noqa: E712
-                prompts = c.sample_prompts(config=config, iteration=i).set_display_name(f"prompts {i}")
-                gen = c.generate(config=config, iteration=i, model=champion["champion"],
-                                 prompts=prompts.outputs["prompts"]).set_display_name(f"generate {i}")
+                prompts = c.sample_prompts(config=config, iteration=i, previous=rec.outputs["summary"])
+                prompts.set_display_name(f"prompts {i}")
+                gen = c.generate(config=config, iteration=i, model=champion["champion"], prompts=prompts.outputs["prompts"],
+                                 plan=prompts.outputs["metrics"]).set_display_name(f"generate {i}")
                 ver = c.verify(config=config, samples=gen.outputs["samples"]).set_display_name(f"verify {i}")
                 carry = {"previous": curated} if curated is not None else {}
                 cur = c.curate(config=config, iteration=i, verdicts=ver.outputs["verdicts"], seed_set=seed_set,

@@ -131,7 +131,8 @@ def cmd_init_model(args) -> int:
 def cmd_prompts(args) -> int:
     from flywheel.steps.data import sample_prompts
 
-    _emit(sample_prompts(_config(args), args.iteration, args.out, metrics_path=args.metrics))
+    _emit(sample_prompts(_config(args), args.iteration, args.out, previous_summary=args.previous_summary,
+                         metrics_path=args.metrics))
     return 0
 
 
@@ -139,7 +140,7 @@ def cmd_generate(args) -> int:
     from flywheel.steps.generate import generate_samples
 
     _emit(generate_samples(args.model, args.prompts, args.out, _config(args), iteration=args.iteration,
-                           metrics_path=args.metrics))
+                           plan_path=args.plan, metrics_path=args.metrics))
     return 0
 
 
@@ -206,11 +207,13 @@ def make_parser() -> argparse.ArgumentParser:
     sp = step("prompts", cmd_prompts, "write the prompts of one iteration")
     sp.add_argument("--iteration", type=int, required=True)
     sp.add_argument("--out", required=True)
+    sp.add_argument("--previous-summary", help="summary.json of the run so far (adaptive mode, frontier curriculum)")
     sp = step("generate", cmd_generate, "sample K answers per prompt")
     sp.add_argument("--model", required=True, help="model folder or hub id")
     sp.add_argument("--prompts", required=True)
     sp.add_argument("--out", required=True)
     sp.add_argument("--iteration", type=int, default=0, help="varies the sampling seed per iteration")
+    sp.add_argument("--plan", help="the prompts step's metrics JSON, whose sampling plan overrides the config")
     sp = step("verify", cmd_verify, "score every sample")
     sp.add_argument("--samples", required=True)
     sp.add_argument("--out", required=True)

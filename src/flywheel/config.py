@@ -51,6 +51,11 @@ class GenerateConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     max_new_tokens: int = Field(16, gt=0, description="Longest completion, in tokens.")
     batch_size: int = Field(512, gt=0, description="Sequences decoded together (prompts x samples); bigger is faster until memory binds.")
+    adaptive: bool = Field(False, description="Choose temperature and samples per prompt each iteration from the last iteration's health (B-STaR style), within the bounds below.")
+    temperature_bounds: tuple[float, float] = Field((0.3, 1.2), description="Adaptive mode: lowest and highest temperature.")
+    temperature_step: float = Field(0.1, gt=0, description="Adaptive mode: temperature change per iteration.")
+    samples_bounds: tuple[int, int] = Field((2, 32), description="Adaptive mode: fewest and most samples per prompt.")
+    curriculum: Literal["task", "frontier"] = Field("task", description="'task': the task's own prompt mix; 'frontier': draw 4x the prompts and keep those of difficulties the model solved sometimes but not always last iteration (weight p(1-p)).")
 
 
 class VerifyConfig(Section):

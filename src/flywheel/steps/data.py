@@ -8,7 +8,7 @@ import pandas as pd
 
 from flywheel.config import Config
 from flywheel.steps import step
-from flywheel.io import write_table
+from flywheel.io import read_json, write_table
 from flywheel.schema import PROBLEM_COLUMNS, SEED_COLUMNS
 from flywheel.tasks import load_task
 
@@ -36,9 +36,19 @@ def make_datasets(cfg: Config, seed_path: str | Path, eval_path: str | Path) -> 
 
 
 @step
-def sample_prompts(cfg: Config, iteration: int, out_path: str | Path) -> dict:
-    """Write the prompts of `iteration` (a fresh draw each iteration, never a held-out problem)."""
-    rows = task_of(cfg).prompts(iteration, cfg.generate.prompts_per_iteration, cfg.seed)
+def sample_prompts(cfg: Config, iteration: int, out_path: str | Path,
+                   previous_summary: str | Path | None = None) -> dict:
+    """Write the prompts of `iteration` (a fresh draw each iteration, never a held-out problem) and plan
+    its sampling (`generate.adaptive`, `generate.curriculum: frontier` read the last iteration's health)."""
+    from flywheel.adapt import choose_sampling, frontier_weights, reweight
+
+    last = read_json(previous_summary, "previous summary")["iterations"][-1] if previous_summary else None
+    n = cfg.generate.prompts_per_iteration
+    frontier = cfg.generate.curriculum == "frontier" and last is not None and "verify" in last
+    rows = task_of(cfg).prompts(iteration, 4 * n if frontier else n, cfg.seed)
+    if frontier:
+        rows = reweight(rows, frontier_weights(last["verify"]["pass_rate_by_difficulty"]), n, cfg.seed + iteration)
     df = pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))
     write_table(df, out_path)
-    return {"prompts": len(df), "by_difficulty": {str(k): int(v) for k, v in df.groupby("difficulty").size().items()}}
+    return {"prompts": len(df), "by_difficulty": {str(k): int(v) for k, v in df.groupby("difficulty").size().items()},
+            "plan": choose_sampling(cfg, last)}

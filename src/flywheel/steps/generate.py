@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from flywheel.config import Config
 from flywheel.steps import step
-from flywheel.io import read_table, write_table
+from flywheel.io import read_json, read_table, write_table
 from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS
 
 
@@ -51,16 +51,21 @@ def decode_batched(model, tok, prompts: list[str], *, samples: int, temperature:
 
 @step
 def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: str | Path, cfg: Config,
-                     iteration: int = 0) -> dict:
-    """Sample `generate.samples_per_prompt` completions for every prompt; one row per sample."""
+                     iteration: int = 0, plan_path: str | Path | None = None) -> dict:
+    """Sample `generate.samples_per_prompt` completions for every prompt; one row per sample.
+
+    `plan_path`: the prompts step's metrics, whose `plan` (temperature, samples per prompt) overrides the
+    config's (adaptive mode)."""
     from flywheel.model import load_model
 
     g = cfg.generate
+    plan = read_json(plan_path, "prompt plan")["plan"] if plan_path else {
+        "temperature": g.temperature, "samples_per_prompt": g.samples_per_prompt, "reason": "configured"}
     problems = read_table(prompts_path, PROBLEM_COLUMNS, what="prompts")
     model, tok = load_model(model_dir)
     t0 = time.perf_counter()
-    results = decode_batched(model, tok, problems["prompt"].tolist(), samples=g.samples_per_prompt,
-                             temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
+    results = decode_batched(model, tok, problems["prompt"].tolist(), samples=plan["samples_per_prompt"],
+                             temperature=plan["temperature"], top_p=g.top_p, max_new_tokens=g.max_new_tokens,
                              batch_size=g.batch_size, seed=cfg.seed + iteration)
     seconds = time.perf_counter() - t0
     prompt_tokens = [len(x) for x in tok(problems["prompt"].tolist())["input_ids"]]
@@ -75,5 +80,5 @@ def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: 
     new_tokens = int(df["completion_tokens"].sum())
     metrics = {"prompts": len(problems), "samples": len(df), "new_tokens": new_tokens,
                "seconds": round(seconds, 2), "tokens_per_second": round(new_tokens / seconds, 1),
-               "unfinished": int((~df["finished"]).sum())}
+               "unfinished": int((~df["finished"]).sum()), "plan": plan}
     return metrics
