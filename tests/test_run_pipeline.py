@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -83,3 +84,35 @@ def test_a_stop_criterion_ends_the_loop(tmp_path):
     assert not last["promoted"] and "no promotion for 1" in last["stop_reason"]
     root = next((tmp_path / "out" / "kfp").iterdir())
     assert not list(root.glob("generate-2"))
+
+
+def test_a_run_killed_during_training_resumes_with_the_same_command(tmp_path):
+    """SIGKILL the whole run while iteration 1 trains; the same command then reuses every finished step
+    (kfp.local cache), starts training again, and finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfg = {**TINY, "iterations": 1, "train": {"max_steps": 300, "batch_size": 16}}  # long enough to be caught
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "flywheel", "run", str(tmp_path / "c.yaml"), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob("kfp/*/train")):
+        assert proc.poll() is None, "the run ended before training started"
+        time.sleep(0.5)
+    time.sleep(3)  # well inside the 400 training steps
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists()
+    assert not list(out.glob("kfp/*/train/model/config.json"))  # no half-written checkpoint
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    executed = re.findall(r"Executing task \x1b\[96m'([\w-]+)'", done.stdout + done.stderr)
+    assert executed[0] == "train", executed  # everything before training came from the cache
+    assert not {"prepare-data", "init-model", "sample-prompts", "generate", "verify", "curate"} & set(executed)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [it["iteration"] for it in summary["iterations"]] == [0, 1]
