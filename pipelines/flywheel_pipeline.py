@@ -20,6 +20,7 @@ from kfp.dsl import HTML, Artifact, Model
 
 from flywheel.components.steps import make_components
 from flywheel.config import Config
+from flywheel.pipelines.placement import placed
 
 
 class Outputs(NamedTuple):
@@ -30,7 +31,7 @@ class Outputs(NamedTuple):
 
 def build_pipeline(cfg: Config):
     """The `@dsl.pipeline` function for `cfg` (its image, name and iteration count are compile-time)."""
-    c = make_components(cfg.pipeline.image)
+    c = placed(make_components(cfg.pipeline.image), cfg)  # GPUs, nodes, secrets: cfg.cluster
     config_default = cfg.to_json()
 
     @dsl.pipeline(name=cfg.pipeline.name,

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from flywheel.cluster.settings import ClusterConfig
+
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the file, the field and the fix."""
@@ -102,6 +104,7 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning on curated rows.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Held-out evaluation.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="KFP settings.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Kubernetes placement of each step (GPUs, nodes, secrets, volumes), fan-out and multi-node training; ignored by local runs except `shards`. See docs/deploy.md.")
 
     @model_validator(mode="after")
     def _greedy_needs_one_sample(self) -> "Config":
