@@ -20,6 +20,7 @@ from kfp.dsl import HTML, Artifact, Model
 
 from flywheel.components.steps import make_components
 from flywheel.config import Config
+from flywheel.pipelines.fanout import generate_and_verify
 from flywheel.pipelines.placement import placed
 
 
@@ -56,20 +57,19 @@ def build_pipeline(cfg: Config):
 
         for i in range(1, cfg.iterations + 1):
             prompts = c.sample_prompts(config=config, iteration=i).set_display_name(f"prompts {i}")
-            gen = c.generate(config=config, iteration=i, model=model, prompts=prompts.outputs["prompts"])
-            gen.set_display_name(f"generate {i}")
-            ver = c.verify(config=config, samples=gen.outputs["samples"]).set_display_name(f"verify {i}")
+            gv = generate_and_verify(c, cfg.cluster.shards, config=config, iteration=i, model=model,
+                                     prompts=prompts.outputs["prompts"])  # one pod each, or cluster.shards
             carry = {"previous": curated} if curated is not None else {}
-            cur = c.curate(config=config, iteration=i, verdicts=ver.outputs["verdicts"], seed_set=seed_set, **carry)
+            cur = c.curate(config=config, iteration=i, verdicts=gv.verdicts, seed_set=seed_set, **carry)
             cur.set_display_name(f"curate {i}")
             tr = c.train(config=config, current_model=model, base_model=base.outputs["model"],
                          curated=cur.outputs["curated"]).set_display_name(f"train {i}")
             ev = c.evaluate(config=config, iteration=i, model=tr.outputs["model"], eval_set=eval_set,
                             seed_set=seed_set, previous=ev.outputs["metrics"]).set_display_name(f"evaluate {i}")
             rec = c.record(config=config, iteration=i, evaluation=ev.outputs["metrics"],
-                           previous=rec.outputs["summary"], generation=gen.outputs["metrics"],
-                           verification=ver.outputs["metrics"], curation=cur.outputs["metrics"],
-                           training=tr.outputs["metrics"], verdicts=ver.outputs["verdicts"])
+                           previous=rec.outputs["summary"], generation=gv.generation,
+                           verification=gv.verification, curation=cur.outputs["metrics"],
+                           training=tr.outputs["metrics"], verdicts=gv.verdicts)
             rec.set_display_name(f"record {i}")
             model, curated = tr.outputs["model"], cur.outputs["curated"]
 

@@ -183,7 +183,7 @@ def config_reference() -> str:
                 subs.append((ann, f"{prefix}{name}.", field.description))
                 continue
             default = field.get_default(call_default_factory=True)
-            type_name = getattr(ann, "__name__", str(ann)).replace("typing.", "")
+            type_name = getattr(ann, "__name__", str(ann)).replace("typing.", "").replace(" | ", " or ")
             rows.append(f"| `{prefix}{name}` | {type_name} | `{json.dumps(default)}` | {field.description} |")
         if rows:
             lines.extend(["| key | type | default | meaning |", "|---|---|---|---|", *rows, ""])
