@@ -102,13 +102,13 @@ def curate(config: str, iteration: int, verdicts: Input[Dataset], seed_set: Inpu
 def train(config: str, current_model: Input[Model], base_model: Input[Model], curated: Input[Dataset],
           model: Output[Model], metrics: Output[Metrics]):
     """Fine-tune on the curated rows, from the current model or from the base (train.init_from)."""
+    from flywheel.cluster.trainjob import train_model_or_trainjob  # multi-node: a Kubeflow Trainer TrainJob
     from flywheel.components.kfp_metrics import log_metrics
     from flywheel.config import config_from_json
-    from flywheel.steps.train import train_model
 
     cfg = config_from_json(config)
     start = current_model if cfg.train.init_from == "current" else base_model
-    log_metrics(metrics, train_model(start.path, curated.path, model.path, cfg, metrics_path=metrics.path))
+    log_metrics(metrics, train_model_or_trainjob(start.path, curated.path, model.path, cfg, metrics_path=metrics.path))
 
 
 def evaluate(config: str, iteration: int, model: Input[Model], eval_set: Input[Dataset], seed_set: Input[Dataset],
