@@ -74,6 +74,31 @@ def cmd_schedule(args) -> int:
     return 0
 
 
+@_kfp_errors
+def cmd_trigger(args) -> int:
+    import json
+
+    from flywheel.cli import _config
+    from flywheel.cluster.trigger import TriggerError, run_trigger
+
+    if bool(args.data_repo) != bool(args.data_file):
+        raise ValueError("--data-repo and --data-file go together (the dataset's .dvc file in that git repo)")
+    if not (args.data_repo or args.every_hours or args.fresh_eval):
+        raise ValueError("nothing to check: give --data-repo/--data-file, --every-hours and/or --fresh-eval")
+    checks = {"every_hours": args.every_hours}
+    if args.fresh_eval:
+        checks.update(fresh_eval=args.fresh_eval, baseline_accuracy=args.baseline_accuracy, tolerance=args.tolerance)
+    try:
+        decision = run_trigger(_config(args), args.host, args.state, dry_run=args.dry_run, experiment=args.experiment,
+                               namespace=args.namespace,
+                               data_repo=args.data_repo, data_file=args.data_file, data_rev=args.data_rev, **checks)
+    except TriggerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(decision, indent=2, sort_keys=True))
+    return 0
+
+
 def add_commands(command) -> None:
     """Register the subcommands; `command(name, fn, help)` is cli.make_parser's helper (adds CONFIG, --set)."""
     version = time.strftime("v%Y%m%d-%H%M%S")
@@ -90,3 +115,14 @@ def add_commands(command) -> None:
     sp.add_argument("--cron", required=True, help="6 fields, seconds first, e.g. '0 0 3 * * *' (03:00 daily)")
     sp.add_argument("--version", default=version, help="version name to upload (default: the time)")
     sp.add_argument("--name", help="name of the recurring run (default: pipeline name and cron)")
+    sp = command("trigger", cmd_trigger, "submit a run if one is due (new data, schedule, regression); record why")
+    _host(sp)
+    sp.add_argument("--state", required=True, help="directory of state.json and decisions.jsonl (a volume in the CronJob)")
+    sp.add_argument("--data-repo", help="git repository (path or URL) that tracks the input dataset with DVC")
+    sp.add_argument("--data-file", help="its .dvc file, or dvc.lock:<output path>")
+    sp.add_argument("--data-rev", default="HEAD", help="git revision to read (branch, tag or commit)")
+    sp.add_argument("--every-hours", type=float, help="run at least this often")
+    sp.add_argument("--fresh-eval", help="metrics JSON of `flywheel evaluate` of the deployed model on fresh data")
+    sp.add_argument("--baseline-accuracy", type=float, help="accuracy the deployed model had (remembered once given)")
+    sp.add_argument("--tolerance", type=float, default=0.02, help="accuracy drop that counts as a regression")
+    sp.add_argument("--dry-run", action="store_true", help="decide and record, but submit nothing")
