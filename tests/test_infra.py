@@ -50,7 +50,7 @@ def test_image_installs_the_package_as_non_root_with_a_healthcheck(dockerfile):
     copied = set(re.findall(r"^COPY (\S+) ", text, re.M))
     assert package_dirs <= copied, f"not copied into the image: {package_dirs - copied}"
     final_stage = text.split("\nFROM ")[-1]
-    assert re.search(r"^USER 1000:1000$", final_stage, re.M) and "HEALTHCHECK" in final_stage
+    assert re.search(r"^USER 10001:10001$", final_stage, re.M) and "HEALTHCHECK" in final_stage
     assert not re.search(r"^FROM \S+:latest", text, re.M) and "registry" not in text.lower()
 
 
