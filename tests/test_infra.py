@@ -67,6 +67,40 @@ def test_constraints_pin_every_runtime_dependency_within_its_range():
         assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is not in {req.specifier}"
 
 
+# --- infra/k8s: Kubernetes schemas of the version infra/terraform pins ----------------------------------
+
+K8S_VERSION = "1.33"
+MANIFESTS = sorted(p for p in (ROOT / "infra" / "k8s").glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_manifests_validate_against_kubernetes_schemas(path):
+    import kubernetes_validate
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # strict: unknown fields are errors
+        assert doc["metadata"].get("namespace") == "kubeflow" or doc["kind"] in ("ClusterRole",)
+
+
+def test_trigger_runs_least_privileged():
+    import yaml
+
+    docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "infra" / "k8s" / "trigger-cronjob.yaml").read_text())}
+    rules = docs["Role"]["rules"]
+    assert rules == [{"apiGroups": ["pipelines.kubeflow.org"], "resources": ["runs", "experiments"],
+                      "verbs": ["get", "list", "create"]}]
+    pod = docs["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert docs["ServiceAccount"]["automountServiceAccountToken"] is False and pod["automountServiceAccountToken"] is False
+    assert docs["CronJob"]["spec"]["concurrencyPolicy"] == "Forbid"
+    c = pod["containers"][0]
+    assert c["securityContext"]["readOnlyRootFilesystem"] and not c["securityContext"]["allowPrivilegeEscalation"]
+    token = next(v for v in pod["volumes"] if v["name"] == "kfp-token")
+    assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+
+
 # --- infra/terraform: parsed with python-hcl2, wiring checked ------------------------------------------
 
 TF = ROOT / "infra" / "terraform"
