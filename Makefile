@@ -13,6 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import flywheel, torch, trl, kfp"
+	# checkov (infra/ lint) in its own venv: it pins packaging<24, boto3 and networkx<2.7, which clash
+	# with pytest 9 and the ML stack. Without it, tests/test_infra.py skips the checkov test and says so.
+	test -x $(VENV)/checkov/bin/checkov || { $(PYTHON) -m venv $(VENV)/checkov && \
+	  $(VENV)/checkov/bin/pip install -q --disable-pip-version-check 'checkov>=3.2,<4' 2>&1 | grep -v "is ignored"; } || true
 	touch $@
 
 install: $(VENV)/.installed

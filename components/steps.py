@@ -13,6 +13,7 @@ file exists) and logs the scalar ones for the KFP UI.
 """
 
 from types import SimpleNamespace
+from typing import List
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
@@ -51,15 +52,16 @@ def sample_prompts(config: str, iteration: int, prompts: Output[Dataset], metric
 
 
 def generate(config: str, iteration: int, model: Input[Model], prompts: Input[Dataset],
-             samples: Output[Dataset], metrics: Output[Metrics], plan: Input[Metrics] = None):
-    """K candidate answers per prompt from the current model."""
+             samples: Output[Dataset], metrics: Output[Metrics], plan: Input[Metrics] = None,
+             shard: int = 0, shards: int = 1):
+    """K candidate answers per prompt from the current model (for every `shards`-th prompt from `shard` on)."""
     from flywheel.components.kfp_metrics import log_metrics
     from flywheel.config import config_from_json
     from flywheel.steps.generate import generate_samples
 
     log_metrics(metrics, generate_samples(model.path, prompts.path, samples.path, config_from_json(config),
                                           iteration=iteration, plan_path=plan.path if plan else None,
-                                          metrics_path=metrics.path))
+                                          shard=shard, shards=shards, metrics_path=metrics.path))
 
 
 def verify(config: str, samples: Input[Dataset], verdicts: Output[Dataset], metrics: Output[Metrics]):
@@ -70,6 +72,21 @@ def verify(config: str, samples: Input[Dataset], verdicts: Output[Dataset], metr
 
     log_metrics(metrics, verify_samples(samples.path, verdicts.path, config_from_json(config),
                                         metrics_path=metrics.path))
+
+
+def merge_shards(prompts: Input[Dataset], verdicts: Input[List[Dataset]], generation: Input[List[Metrics]],
+                 verification: Input[List[Metrics]], merged: Output[Dataset], generation_metrics: Output[Metrics],
+                 verification_metrics: Output[Metrics], metrics: Output[Metrics]):
+    """The verdicts of every shard in prompt order, as one pod would have made them; merged metrics."""
+    from flywheel.components.kfp_metrics import log_metrics
+    from flywheel.io import read_json
+    from flywheel.steps.shards import merge_shards as merge_shards_step
+
+    merge_shards_step(prompts.path, [v.path for v in verdicts], [g.path for g in generation],
+                      [v.path for v in verification], merged.path, generation_metrics.path,
+                      verification_metrics.path, metrics_path=metrics.path)
+    log_metrics(generation_metrics, read_json(generation_metrics.path))
+    log_metrics(verification_metrics, read_json(verification_metrics.path))
 
 
 def curate(config: str, iteration: int, verdicts: Input[Dataset], seed_set: Input[Dataset],
@@ -89,13 +106,13 @@ def curate(config: str, iteration: int, verdicts: Input[Dataset], seed_set: Inpu
 def train(config: str, current_model: Input[Model], base_model: Input[Model], curated: Input[Dataset],
           model: Output[Model], metrics: Output[Metrics]):
     """Fine-tune on the curated rows, from the current model or from the base (train.init_from)."""
+    from flywheel.cluster.trainjob import train_model_or_trainjob  # multi-node: a Kubeflow Trainer TrainJob
     from flywheel.components.kfp_metrics import log_metrics
     from flywheel.config import config_from_json
-    from flywheel.steps.train import train_model
 
     cfg = config_from_json(config)
     start = current_model if cfg.train.init_from == "current" else base_model
-    log_metrics(metrics, train_model(start.path, curated.path, model.path, cfg, metrics_path=metrics.path))
+    log_metrics(metrics, train_model_or_trainjob(start.path, curated.path, model.path, cfg, metrics_path=metrics.path))
 
 
 def evaluate(config: str, iteration: int, model: Input[Model], eval_set: Input[Dataset], seed_set: Input[Dataset],
@@ -147,7 +164,8 @@ def record(config: str, iteration: int, evaluation: Input[Metrics], summary: Out
                      promote=path(promotion), verdicts=path(verdicts))
 
 
-STEPS = (prepare_data, init_model, sample_prompts, generate, verify, curate, train, evaluate, promote, record)
+STEPS = (prepare_data, init_model, sample_prompts, generate, verify, merge_shards, curate, train, evaluate, promote,
+         record)
 
 
 def make_components(image: str) -> SimpleNamespace:

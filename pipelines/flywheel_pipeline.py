@@ -21,11 +21,13 @@ from kfp import dsl
 
 from flywheel.components.steps import make_components
 from flywheel.config import Config
+from flywheel.pipelines.fanout import generate_and_verify
+from flywheel.pipelines.placement import placed
 
 
 def build_pipeline(cfg: Config):
     """The `@dsl.pipeline` function for `cfg` (its image, name and iteration count are compile-time)."""
-    c = make_components(cfg.pipeline.image)
+    c = placed(make_components(cfg.pipeline.image), cfg)  # GPUs, nodes, secrets: cfg.cluster
     config_default = cfg.to_json()
 
     @dsl.pipeline(name=cfg.pipeline.name,
@@ -54,11 +56,10 @@ def build_pipeline(cfg: Config):
                     gates.enter_context(dsl.If(decision.outputs["Output"] == True, name=f"continue-{i}"))  # noqa: E712
                 prompts = c.sample_prompts(config=config, iteration=i, previous=rec.outputs["summary"])
                 prompts.set_display_name(f"prompts {i}")
-                gen = c.generate(config=config, iteration=i, model=champion["champion"], prompts=prompts.outputs["prompts"],
-                                 plan=prompts.outputs["metrics"]).set_display_name(f"generate {i}")
-                ver = c.verify(config=config, samples=gen.outputs["samples"]).set_display_name(f"verify {i}")
+                gv = generate_and_verify(c, cfg.cluster.shards, config=config, iteration=i, model=champion["champion"],
+                                         prompts=prompts.outputs["prompts"], plan=prompts.outputs["metrics"])
                 carry = {"previous": curated} if curated is not None else {}
-                cur = c.curate(config=config, iteration=i, verdicts=ver.outputs["verdicts"], seed_set=seed_set,
+                cur = c.curate(config=config, iteration=i, verdicts=gv.verdicts, seed_set=seed_set,
                                **carry).set_display_name(f"curate {i}")
                 tr = c.train(config=config, current_model=champion["champion"], base_model=base.outputs["model"],
                              curated=cur.outputs["curated"]).set_display_name(f"train {i}")
@@ -69,10 +70,10 @@ def build_pipeline(cfg: Config):
                                      challenger_results=ev.outputs["results"],
                                      challenger_metrics=ev.outputs["metrics"], **last).set_display_name(f"promote {i}")
                 rec = c.record(config=config, iteration=i, evaluation=ev.outputs["metrics"],
-                               previous=rec.outputs["summary"], generation=gen.outputs["metrics"],
-                               verification=ver.outputs["metrics"], curation=cur.outputs["metrics"],
+                               previous=rec.outputs["summary"], generation=gv.generation,
+                               verification=gv.verification, curation=cur.outputs["metrics"],
                                training=tr.outputs["metrics"], promotion=decision.outputs["decision"],
-                               verdicts=ver.outputs["verdicts"]).set_display_name(f"record {i}")
+                               verdicts=gv.verdicts).set_display_name(f"record {i}")
                 champion = {"champion": decision.outputs["model"], "champion_results": decision.outputs["results"],
                             "champion_metrics": decision.outputs["metrics"]}
                 curated = cur.outputs["curated"]

@@ -197,6 +197,9 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-cache", action="store_true", help="recompute every step instead of resuming")
     sp = command("compile", cmd_compile, "compile the pipeline to KFP IR YAML")
     sp.add_argument("-o", "--output", required=True, help="IR YAML file to write")
+    from flywheel.cluster.commands import add_commands  # submit, upload, schedule, trigger
+
+    add_commands(command)
 
     sp = step("prepare", cmd_prepare, "write the task's labelled seed set and held-out evaluation sets")
     sp.add_argument("--seed-set", required=True)

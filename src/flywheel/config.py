@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from flywheel.cluster.settings import ClusterConfig
+
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the file, the field and the fix."""
@@ -116,6 +118,7 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Held-out evaluation.")
     promote: PromoteConfig = Field(default_factory=PromoteConfig, description="Champion/challenger promotion and stop criteria.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="KFP settings.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Kubernetes placement of each step (GPUs, nodes, secrets, volumes), fan-out and multi-node training; ignored by local runs except `shards`. See docs/deploy.md.")
 
     @model_validator(mode="after")
     def _greedy_needs_one_sample(self) -> "Config":
@@ -194,7 +197,7 @@ def config_reference() -> str:
                 subs.append((ann, f"{prefix}{name}.", field.description))
                 continue
             default = field.get_default(call_default_factory=True)
-            type_name = getattr(ann, "__name__", str(ann)).replace("typing.", "")
+            type_name = getattr(ann, "__name__", str(ann)).replace("typing.", "").replace(" | ", " or ")
             rows.append(f"| `{prefix}{name}` | {type_name} | `{json.dumps(default)}` | {field.description} |")
         if rows:
             lines.extend(["| key | type | default | meaning |", "|---|---|---|---|", *rows, ""])

@@ -22,22 +22,29 @@ from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS
 
 @torch.inference_mode()
 def decode_batched(model, tok, prompts: list[str], *, samples: int, temperature: float, top_p: float,
-                   max_new_tokens: int, batch_size: int, seed: int, desc: str = "generate"):
-    """Return, for each prompt, `samples` (text, completion_tokens, finished) tuples."""
+                   max_new_tokens: int, batch_size: int, seed: int, desc: str = "generate",
+                   keys: list[str] | None = None):
+    """Return, for each prompt, `samples` (text, completion_tokens, finished) tuples.
+
+    Sampling is seeded per row by (seed, keys[i], sample index) (flywheel.steps.sampling): a prompt's
+    samples do not depend on the batch size or on which other prompts are decoded with it."""
+    from flywheel.steps.sampling import row_keys, seeded_sampling
+
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    seq_keys = row_keys(seed, keys if keys is not None else [str(i) for i in range(len(prompts))], samples)
     seqs = [(i, s) for i in order for s in range(samples)]  # K copies of each prompt, next to each other
     out: list[list] = [[None] * samples for _ in prompts]
     greedy = temperature == 0
     eos = tok.eos_token_id
     with tqdm(total=len(seqs), desc=desc, unit="seq", mininterval=2.0) as bar:
-        for b, start in enumerate(range(0, len(seqs), batch_size)):
+        for start in range(0, len(seqs), batch_size):
             chunk = seqs[start:start + batch_size]
             enc = tok([prompts[i] for i, _ in chunk], return_tensors="pt", padding=True).to(model.device)
-            torch.manual_seed(seed * 1_000_003 + b)  # reproducible for a given seed and batch layout
-            gen = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=not greedy,
-                temperature=temperature if not greedy else None, top_p=top_p if not greedy else None,
-                top_k=0 if not greedy else None, pad_token_id=tok.pad_token_id, eos_token_id=eos,
+            sampler = None if greedy else seeded_sampling([seq_keys[i * samples + s] for i, s in chunk],
+                                                          enc["input_ids"].shape[1], temperature, top_p)
+            gen = model.generate(  # greedy; with `sampler`, the argmax of seeded-noised logits is a sample
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, logits_processor=sampler,
+                pad_token_id=tok.pad_token_id, eos_token_id=eos,
             )
             new = gen[:, enc["input_ids"].shape[1]:].tolist()
             for (i, s), ids in zip(chunk, new):
@@ -51,22 +58,27 @@ def decode_batched(model, tok, prompts: list[str], *, samples: int, temperature:
 
 @step
 def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: str | Path, cfg: Config,
-                     iteration: int = 0, plan_path: str | Path | None = None) -> dict:
+                     iteration: int = 0, plan_path: str | Path | None = None, shard: int = 0,
+                     shards: int = 1) -> dict:
     """Sample `generate.samples_per_prompt` completions for every prompt; one row per sample.
 
     `plan_path`: the prompts step's metrics, whose `plan` (temperature, samples per prompt) overrides the
-    config's (adaptive mode)."""
+    config's (adaptive mode). With `shards` > 1, only every `shards`-th prompt from the `shard`-th on
+    (merge_shards joins them)."""
     from flywheel.model import load_model
 
     g = cfg.generate
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
     plan = read_json(plan_path, "prompt plan")["plan"] if plan_path else {
         "temperature": g.temperature, "samples_per_prompt": g.samples_per_prompt, "reason": "configured"}
-    problems = read_table(prompts_path, PROBLEM_COLUMNS, what="prompts")
+    problems = read_table(prompts_path, PROBLEM_COLUMNS, what="prompts").iloc[shard::shards]
     model, tok = load_model(model_dir)
     t0 = time.perf_counter()
     results = decode_batched(model, tok, problems["prompt"].tolist(), samples=plan["samples_per_prompt"],
                              temperature=plan["temperature"], top_p=g.top_p, max_new_tokens=g.max_new_tokens,
-                             batch_size=g.batch_size, seed=cfg.seed + iteration)
+                             batch_size=g.batch_size, seed=cfg.seed + iteration,
+                             keys=problems["prompt_id"].astype(str).tolist())
     seconds = time.perf_counter() - t0
     prompt_tokens = [len(x) for x in tok(problems["prompt"].tolist())["input_ids"]]
     rows = []
