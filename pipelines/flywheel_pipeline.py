@@ -59,7 +59,8 @@ def build_pipeline(cfg: Config):
             gen.set_display_name(f"generate {i}")
             ver = c.verify(config=config, samples=gen.outputs["samples"]).set_display_name(f"verify {i}")
             carry = {"previous": curated} if curated is not None else {}
-            cur = c.curate(config=config, iteration=i, verdicts=ver.outputs["verdicts"], seed_set=seed_set, **carry)
+            cur = c.curate(config=config, iteration=i, verdicts=ver.outputs["verdicts"], seed_set=seed_set,
+                           eval_set=eval_set, **carry)
             cur.set_display_name(f"curate {i}")
             tr = c.train(config=config, current_model=model, base_model=base.outputs["model"],
                          curated=cur.outputs["curated"]).set_display_name(f"train {i}")

@@ -32,6 +32,10 @@ from flywheel.io import read_table, write_json, write_text
 class GateError(ValueError):
     """A quality gate failed: the message names each failed rule, its observed value and its threshold."""
 
+    def __init__(self, message: str, failed: list[str] = ()):
+        super().__init__(message)
+        self.failed = list(failed)
+
 
 # --- n-grams, shared by diversity, contamination and near-duplicate detection ---------------------------
 
@@ -263,7 +267,7 @@ def check_gate(name: str, data_path: str | Path, suite: Callable[..., list], cfg
         lines += [f"  {o['rule']}: {o['what']}: observed {o['observed']}; threshold {o['threshold']}" for o in failed]
         lines.append(f"  validation result: {json_path}; report: {md_path}. Nothing was deleted. To only warn, "
                      f"add the rule id to gates.warn (see docs/data.md).")
-        raise GateError("\n".join(lines))
+        raise GateError("\n".join(lines), [o["rule"] for o in failed])
     return summary
 
 
