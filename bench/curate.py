@@ -26,9 +26,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from flywheel.config import CurateConfig  # noqa: E402
 from flywheel.dedupe import near_duplicates, shingles  # noqa: E402
 
-THRESHOLD, NGRAM, PERM = 0.8, 5, 128
+THRESHOLD, NGRAM, PERM = 0.8, 5, 128   # the baseline's permutations (datasketch's default)
+OURS = CurateConfig()  # the curate step's defaults: near_dup_num_perm etc.
 PROMPT = "Write a paragraph:"
 
 
@@ -73,20 +75,20 @@ def baseline(texts: list[str]) -> dict[int, int]:
     return dup
 
 
-def ours(texts: list[str]) -> dict[int, int]:
+def ours(texts: list[str], num_perm: int = OURS.near_dup_num_perm) -> dict[int, int]:
     keys = [str(i) for i in range(len(texts))]
-    dup_of, _ = near_duplicates([f"{PROMPT}\n{t}" for t in texts], keys, threshold=THRESHOLD, n=NGRAM, num_perm=PERM)
+    dup_of, _ = near_duplicates([f"{PROMPT}\n{t}" for t in texts], keys, threshold=THRESHOLD, n=NGRAM, num_perm=num_perm)
     return {i: int(d) for i, d in enumerate(dup_of) if d is not None}
 
 
-def curate_step(texts: list[str]) -> tuple[dict[int, int], float]:
+def curate_step(texts: list[str]) -> dict[int, int]:
     """The real curate step on verdicts made of the corpus (every sample correct, one prompt)."""
     from flywheel.config import parse_config
     from flywheel.io import read_table, write_table
     from flywheel.steps.curate import curate_samples
 
     cfg = parse_config({"curate": {"max_per_prompt": 10 ** 9, "seed_fraction": 0.0, "near_dup_threshold": THRESHOLD,
-                                   "near_dup_ngram": NGRAM, "near_dup_num_perm": PERM}, "gates": {"enabled": False}})
+                                   "near_dup_ngram": NGRAM}, "gates": {"enabled": False}})
     v = pd.DataFrame({"prompt_id": "p", "prompt": PROMPT, "reference": "", "difficulty": 1,
                       "sample_id": range(len(texts)), "completion": texts, "prompt_tokens": 3,
                       "completion_tokens": 60, "finished": True, "model": "m", "correct": True, "score": 1.0,
@@ -95,11 +97,9 @@ def curate_step(texts: list[str]) -> tuple[dict[int, int], float]:
         d = Path(d)
         write_table(v, d / "v.parquet")
         write_table(v.head(1)[["prompt_id", "prompt", "completion", "difficulty"]], d / "seed.parquet")
-        t0 = time.perf_counter()
         curate_samples(d / "v.parquet", d / "seed.parquet", d / "c.parquet", d / "d.parquet", cfg, 1)
-        seconds = time.perf_counter() - t0
         dropped = read_table(d / "d.parquet")
-    return {int(r.sample_id): int(r.duplicate_of.split("/")[1]) for r in dropped.itertuples()}, seconds
+    return {int(r.sample_id): int(r.duplicate_of.split("/")[1]) for r in dropped.itertuples()}
 
 
 def score(found: dict[int, int], texts, planted) -> tuple[float, float]:
@@ -116,6 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=20000)
     ap.add_argument("--words", type=int, default=60)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     texts, planted = corpus(args.docs, args.words)
     sims = {k: np.mean([jaccard(texts[c], texts[o]) for c, o, kk in planted if kk == k]) for k in range(4)}
@@ -123,16 +124,21 @@ def main() -> None:
           + ", ".join(f"{k}: {v:.2f}" for k, v in sims.items()) + f"); threshold {THRESHOLD}, {NGRAM}-word "
           f"shingles, {PERM} permutations")
     ours(texts[:200])  # warm imports for both
-    rows = []
-    for name, fn in (("baseline: datasketch SHA-1 + bulk + LSH", baseline), ("flywheel.dedupe.near_duplicates", ours)):
-        t0 = time.perf_counter()
-        found = fn(texts)
-        seconds = time.perf_counter() - t0
-        rows.append((name, seconds, found))
-    found, seconds = curate_step(texts)
-    rows.append(("curate step (exact + near, Parquet in/out)", seconds, found))
+    # Best of --repeats runs each, interleaved: the dev box is shared and single runs vary by 30 %.
+    methods = [("baseline: datasketch SHA-1 + bulk + LSH", baseline),
+               (f"flywheel.dedupe ({OURS.near_dup_num_perm} perm, exact check)", ours),
+               ("curate step (exact + near, Parquet in/out)", curate_step)]
+    best: dict[str, tuple[float, dict]] = {}
+    for _ in range(args.repeats):
+        for name, fn in methods:
+            t0 = time.perf_counter()
+            found = fn(texts)
+            seconds = time.perf_counter() - t0
+            if name not in best or seconds < best[name][0]:
+                best[name] = (seconds, found)
+    rows = [(name, *best[name]) for name, _ in methods]
     base_rate = len(texts) / rows[0][1]
-    print(f"\n{'method':<46}{'rows/s':>10}{'x base':>8}{'recall':>8}{'precision':>11}{'flagged':>9}")
+    print(f"\n{'method (best of ' + str(args.repeats) + ')':<46}{'rows/s':>10}{'x base':>8}{'recall':>8}{'precision':>11}{'flagged':>9}")
     for name, seconds, found in rows:
         recall, precision = score(found, texts, planted)
         rate = len(texts) / seconds

@@ -63,7 +63,7 @@ class CurateConfig(Section):
     seed_fraction: float = Field(0.2, ge=0, lt=1, description="Share of the curated set drawn from the labelled seed data (guards against collapse).")
     near_dup_threshold: float = Field(0.8, gt=0, le=1, description="Drop a row whose prompt + completion has word-shingle Jaccard >= this with a kept row (MinHash + LSH); 1 turns it off.")
     near_dup_ngram: int = Field(5, gt=0, description="Shingle size of near-duplicate detection, in words (texts shorter than that compare as wholes).")
-    near_dup_num_perm: int = Field(128, gt=0, description="MinHash permutations of near-duplicate detection (more: finer similarity estimates, slower).")
+    near_dup_num_perm: int = Field(64, ge=16, description="MinHash permutations of near-duplicate detection; candidates are confirmed on the exact shingle sets, so more only buys recall, at a cost (bench/curate.py).")
     data_policy: Literal["accumulate", "replace"] = Field("accumulate", description="'accumulate' keeps earlier iterations' curated rows (Lee et al. 2025); 'replace' uses this iteration's only (STaR, ReST-EM).")
 
 
