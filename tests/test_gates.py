@@ -49,7 +49,7 @@ def _results() -> pd.DataFrame:
 
 
 SUITES = {"samples": (samples_suite, _samples, {}), "verdicts": (verdicts_suite, _verdicts, {}),
-          "curated": (curated_suite, _curated, {"eval_prompts": EVAL, "rows": 10}),
+          "curated": (curated_suite, _curated, {"rows": 10}),
           "results": (results_suite, _results, {})}
 
 
@@ -57,6 +57,9 @@ def _gate(tmp_path, name, df, cfg=CFG, **context):
     suite, _, default_context = SUITES[name]
     path = tmp_path / f"{name}.parquet"
     write_table(df, path)
+    if name == "curated":
+        write_table(pd.DataFrame({"prompt": EVAL}), tmp_path / "eval.parquet")
+        default_context = {**default_context, "eval_path": tmp_path / "eval.parquet"}
     return check_gate(name, path, suite, cfg, **{**default_context, **context})
 
 

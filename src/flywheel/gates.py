@@ -15,11 +15,13 @@ A rule whose id (`curated.seed_share`) or gate (`curated`) is listed in `gates.w
 severity "warning": it is reported, but does not stop the step. docs/data.md lists every rule.
 
 Custom expectations (GX's extension API, the built-ins cover the rest): distinct n-gram ratio of a text
-column, distinct answers per prompt, and n-gram overlap with a reference set (contamination).
+column, distinct answers per prompt, the share of a value, and equality or n-gram overlap with a reference
+set in a file (contamination).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -57,6 +59,16 @@ def distinct_ngram_ratio(texts: Iterable[str], n: int) -> float:
     """Distinct n-grams / all n-grams over `texts` (distinct-n, Li et al. 2016); 0 for no text."""
     grams = [g for t in texts for g in ngrams(t, n)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+@functools.lru_cache(maxsize=4)
+def _references(path: str, column: str) -> tuple[str, ...]:
+    return tuple(read_table(path, (column,), what="reference set")[column].astype(str))
+
+
+@functools.lru_cache(maxsize=4)
+def _index(path: str, column: str, n: int) -> "NgramIndex":
+    return NgramIndex(_references(path, column), n)  # GX evaluates a condition several times per rule
 
 
 def _between(expectation, value) -> dict:
@@ -164,26 +176,32 @@ def _gx():
         def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
             return _between(self, metrics["column.flywheel_share_of_value"])
 
-    class ColumnValuesShareNoNgram(ColumnMapMetricProvider):
-        condition_metric_name = "column_values.flywheel_no_ngram_overlap"
-        condition_value_keys = ("references", "n")
+    class ColumnValuesNotInReferences(ColumnMapMetricProvider):
+        condition_metric_name = "column_values.flywheel_not_in_references"
+        condition_value_keys = ("references_path", "references_column", "n")
 
         @column_condition_partial(engine=PandasExecutionEngine)
-        def _pandas(cls, column, references, n, **kwargs):
-            index = NgramIndex(references, n)
+        def _pandas(cls, column, references_path, references_column, n, **kwargs):
+            if n is None:
+                refs = _references(references_path, references_column)
+                return ~column.isin(refs)
+            index = _index(references_path, references_column, n)
             return column.map(lambda t: index.hits(t) == 0)
 
-    class ExpectColumnValuesToShareNoNgramWith(ColumnMapExpectation):
-        """No value shares a word n-gram with any of `references` (n-gram contamination)."""
+    class ExpectColumnValuesToNotOccurInReferences(ColumnMapExpectation):
+        """No value equals (n: None) or shares a word n-gram with (n: int) a text of `references_column` in
+        the Parquet file `references_path` (contamination with the evaluation set). The references stay in
+        their file: a value set of thousands of prompts in the expectation's kwargs makes GX crawl."""
 
-        references: list[str]
-        n: int = 13
-        map_metric = "column_values.flywheel_no_ngram_overlap"
-        success_keys = ("references", "n", "mostly")
+        references_path: str
+        references_column: str = "prompt"
+        n: int | None = None
+        map_metric = "column_values.flywheel_not_in_references"
+        success_keys = ("references_path", "references_column", "n", "mostly")
 
     _GX = {"gx": gx, "gxe": gxe, "ExpectColumnDistinctNgramRatioToBeBetween": ExpectColumnDistinctNgramRatioToBeBetween,
            "ExpectDistinctAnswersPerPromptToBeBetween": ExpectDistinctAnswersPerPromptToBeBetween,
-           "ExpectColumnValuesToShareNoNgramWith": ExpectColumnValuesToShareNoNgramWith,
+           "ExpectColumnValuesToNotOccurInReferences": ExpectColumnValuesToNotOccurInReferences,
            "ExpectColumnShareOfValueToBeBetween": ExpectColumnShareOfValueToBeBetween}
     return _GX
 

@@ -89,8 +89,9 @@ def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: s
         "kept_by_difficulty": {str(k): int(v) for k, v in own.groupby("difficulty").size().items()},
         "fallback": fallback,
     }
-    eval_prompts = read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")["prompt"].tolist() if eval_path else None
-    metrics["gate"] = check_gate("curated", out_path, curated_suite, cfg, eval_prompts=eval_prompts,
+    if eval_path:
+        read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")  # one clear error for a wrong file
+    metrics["gate"] = check_gate("curated", out_path, curated_suite, cfg, eval_path=eval_path,
                                  fallback=fallback is not None, rows=len(curated))
     return metrics
 
@@ -117,7 +118,7 @@ def _drop_near_duplicates(df, carried, c, dropped):
     return _drop(df, dup, reason, dropped)
 
 
-def curated_suite(cfg: Config, eval_prompts: list[str] | None = None, fallback: bool = False, rows: int = 1) -> list:
+def curated_suite(cfg: Config, eval_path: str | Path | None = None, fallback: bool = False, rows: int = 1) -> list:
     """The rules every curated training set must meet (docs/data.md, 'curated')."""
     E, g, f = expectations(), cfg.gates, cfg.curate.seed_fraction
     share = 1.0 if fallback else f  # nothing passed: curate trains on seed rows only, by design
@@ -154,13 +155,13 @@ def curated_suite(cfg: Config, eval_prompts: list[str] | None = None, fallback: 
              "share of labelled seed rows as configured" + (" (1.0: nothing passed, seed rows only)" if fallback else ""),
              f"{share} +- {tol:.3f} (curate.seed_fraction, gates.seed_share_tolerance + 1 row)"),
     ]
-    if eval_prompts is not None:
-        refs, mostly, limit = sorted(set(eval_prompts)), 1 - g.max_contaminated_share, g.max_contaminated_share
-        rules.append(rule("curated.contamination_exact", E.ExpectColumnValuesToNotBeInSet(
-            column="prompt", value_set=refs, mostly=mostly),
+    if eval_path is not None:
+        mostly, limit = 1 - g.max_contaminated_share, g.max_contaminated_share
+        rules.append(rule("curated.contamination_exact", E.ExpectColumnValuesToNotOccurInReferences(
+            column="prompt", references_path=str(eval_path), mostly=mostly),
             "no training prompt is an evaluation prompt", f"<= {limit:.0%} of rows (gates.max_contaminated_share)"))
-        rules += [rule(f"curated.contamination_ngram_{col}", E.ExpectColumnValuesToShareNoNgramWith(
-            column=col, references=refs, n=g.contamination_ngram, mostly=mostly),
+        rules += [rule(f"curated.contamination_ngram_{col}", E.ExpectColumnValuesToNotOccurInReferences(
+            column=col, references_path=str(eval_path), n=g.contamination_ngram, mostly=mostly),
             f"no training {col} shares a {g.contamination_ngram}-word n-gram with an evaluation prompt",
             f"<= {limit:.0%} of rows (gates.max_contaminated_share, gates.contamination_ngram)")
             for col in ("prompt", "completion")]
