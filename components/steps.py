@@ -9,14 +9,15 @@ already has kfp; otherwise every task pip-installs kfp, locally too.
 
 Every component takes the whole config as a JSON string (`config`) and reads its own section.
 Each writes its metrics as JSON to `metrics.path` (the local cache only counts a task as done when the
-file exists) and logs the scalar ones for the KFP UI.
+file exists) and logs the scalar ones for the KFP UI. Gated steps (generate, verify, curate, evaluate) also
+publish their quality-gate report as a `Markdown` output (`gate`), which the KFP UI shows.
 """
 
 from types import SimpleNamespace
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 
 def prepare_data(config: str, seed_set: Output[Dataset], eval_set: Output[Dataset], metrics: Output[Metrics]):
@@ -52,26 +53,31 @@ def sample_prompts(config: str, iteration: int, prompts: Output[Dataset], metric
 
 
 def generate(config: str, iteration: int, model: Input[Model], prompts: Input[Dataset],
-             samples: Output[Dataset], metrics: Output[Metrics], plan: Input[Metrics] = None,
+             samples: Output[Dataset], metrics: Output[Metrics], gate: Output[Markdown], plan: Input[Metrics] = None,
              shard: int = 0, shards: int = 1):
     """K candidate answers per prompt from the current model (for every `shards`-th prompt from `shard` on)."""
     from flywheel.components.kfp_metrics import log_metrics
     from flywheel.config import config_from_json
+    from flywheel.gates import publish_report
     from flywheel.steps.generate import generate_samples
 
     log_metrics(metrics, generate_samples(model.path, prompts.path, samples.path, config_from_json(config),
                                           iteration=iteration, plan_path=plan.path if plan else None,
                                           shard=shard, shards=shards, metrics_path=metrics.path))
+    publish_report(samples.path, gate.path)
 
 
-def verify(config: str, samples: Input[Dataset], verdicts: Output[Dataset], metrics: Output[Metrics]):
+def verify(config: str, samples: Input[Dataset], verdicts: Output[Dataset], metrics: Output[Metrics],
+           gate: Output[Markdown]):
     """A verdict (correct, score, reason) per sample."""
     from flywheel.components.kfp_metrics import log_metrics
     from flywheel.config import config_from_json
+    from flywheel.gates import publish_report
     from flywheel.steps.verify import verify_samples
 
     log_metrics(metrics, verify_samples(samples.path, verdicts.path, config_from_json(config),
                                         metrics_path=metrics.path))
+    publish_report(verdicts.path, gate.path)
 
 
 def merge_shards(prompts: Input[Dataset], verdicts: Input[List[Dataset]], generation: Input[List[Metrics]],
@@ -89,18 +95,21 @@ def merge_shards(prompts: Input[Dataset], verdicts: Input[List[Dataset]], genera
     log_metrics(verification_metrics, read_json(verification_metrics.path))
 
 
-def curate(config: str, iteration: int, verdicts: Input[Dataset], seed_set: Input[Dataset],
-           curated: Output[Dataset], dropped: Output[Dataset], metrics: Output[Metrics],
+def curate(config: str, iteration: int, verdicts: Input[Dataset], seed_set: Input[Dataset], eval_set: Input[Dataset],
+           curated: Output[Dataset], dropped: Output[Dataset], metrics: Output[Metrics], gate: Output[Markdown],
            previous: Input[Dataset] = None):
-    """The training rows of the iteration; every dropped row kept with its reason."""
+    """The training rows of the iteration; every dropped row kept with its reason; checked against the
+    held-out set (`eval_set`) for contamination."""
     from flywheel.components.kfp_metrics import log_metrics
     from flywheel.config import config_from_json
+    from flywheel.gates import publish_report
     from flywheel.steps.curate import curate_samples
 
     log_metrics(metrics, curate_samples(verdicts.path, seed_set.path, curated.path, dropped.path,
                                         config_from_json(config), iteration,
                                         previous_path=previous.path if previous else None,
-                                        metrics_path=metrics.path))
+                                        eval_path=eval_set.path, metrics_path=metrics.path))
+    publish_report(curated.path, gate.path)
 
 
 def train(config: str, current_model: Input[Model], base_model: Input[Model], curated: Input[Dataset],
@@ -116,16 +125,19 @@ def train(config: str, current_model: Input[Model], base_model: Input[Model], cu
 
 
 def evaluate(config: str, iteration: int, model: Input[Model], eval_set: Input[Dataset], seed_set: Input[Dataset],
-             results: Output[Dataset], metrics: Output[Metrics], previous: Input[Metrics] = None) -> float:
+             results: Output[Dataset], metrics: Output[Metrics], gate: Output[Markdown],
+             previous: Input[Metrics] = None) -> float:
     """Greedy accuracy per difficulty on the held-out sets, compared with the previous model."""
     from flywheel.components.kfp_metrics import log_metrics
     from flywheel.config import config_from_json
+    from flywheel.gates import publish_report
     from flywheel.steps.evaluate import evaluate_model
 
     m = evaluate_model(model.path, eval_set.path, results.path, config_from_json(config), iteration,
                        previous_metrics_path=previous.path if previous else None, seed_path=seed_set.path,
                        metrics_path=metrics.path)
     log_metrics(metrics, m)
+    publish_report(results.path, gate.path)
     return m["accuracy"]
 
 

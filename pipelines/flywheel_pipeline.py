@@ -59,7 +59,7 @@ def build_pipeline(cfg: Config):
                 gv = generate_and_verify(c, cfg.cluster.shards, config=config, iteration=i, model=champion["champion"],
                                          prompts=prompts.outputs["prompts"], plan=prompts.outputs["metrics"])
                 carry = {"previous": curated} if curated is not None else {}
-                cur = c.curate(config=config, iteration=i, verdicts=gv.verdicts, seed_set=seed_set,
+                cur = c.curate(config=config, iteration=i, verdicts=gv.verdicts, seed_set=seed_set, eval_set=eval_set,
                                **carry).set_display_name(f"curate {i}")
                 tr = c.train(config=config, current_model=champion["champion"], base_model=base.outputs["model"],
                              curated=cur.outputs["curated"]).set_display_name(f"train {i}")

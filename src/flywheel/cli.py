@@ -155,7 +155,7 @@ def cmd_curate(args) -> int:
     from flywheel.steps.curate import curate_samples
 
     _emit(curate_samples(args.verdicts, args.seed_set, args.out, args.dropped, _config(args), args.iteration,
-                         previous_path=args.previous, metrics_path=args.metrics))
+                         previous_path=args.previous, eval_path=args.eval_set, metrics_path=args.metrics))
     return 0
 
 
@@ -227,6 +227,7 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dropped", required=True)
     sp.add_argument("--iteration", type=int, required=True)
     sp.add_argument("--previous", help="curated rows of the previous iteration (data_policy: accumulate)")
+    sp.add_argument("--eval-set", help="held-out problems: the quality gate checks the curated rows against them")
     sp = step("train", cmd_train, "fine-tune a model on curated rows")
     sp.add_argument("--model", required=True)
     sp.add_argument("--data", required=True)

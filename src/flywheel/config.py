@@ -68,6 +68,9 @@ class CurateConfig(Section):
     max_per_prompt: int = Field(2, gt=0, description="Most verified samples kept per prompt (after exact dedupe).")
     min_score: float = Field(1.0, description="Least verifier score a sample needs to be kept.")
     seed_fraction: float = Field(0.2, ge=0, lt=1, description="Share of the curated set drawn from the labelled seed data (guards against collapse).")
+    near_dup_threshold: float = Field(0.8, gt=0, le=1, description="Drop a row whose prompt + completion has word-shingle Jaccard >= this with a kept row (MinHash + LSH); 1 turns it off.")
+    near_dup_ngram: int = Field(5, gt=0, description="Shingle size of near-duplicate detection, in words (texts shorter than that compare as wholes).")
+    near_dup_num_perm: int = Field(64, ge=16, description="MinHash permutations of near-duplicate detection; candidates are confirmed on the exact shingle sets, so more only buys recall, at a cost (bench/curate.py).")
     data_policy: Literal["accumulate", "replace"] = Field("accumulate", description="'accumulate' keeps earlier iterations' curated rows (Lee et al. 2025); 'replace' uses this iteration's only (STaR, ReST-EM).")
 
 
@@ -97,9 +100,26 @@ class PromoteConfig(Section):
     max_regression: float = Field(0.1, ge=0, le=1, description="Stop the loop when an iteration's model falls this far (absolute accuracy) below the champion.")
 
 
+class GatesConfig(Section):
+    enabled: bool = Field(True, description="Validate every artifact with its Great Expectations suite after the step that writes it (docs/data.md).")
+    warn: list[str] = Field(default_factory=list, description="Gates ('curated') or rule ids ('curated.seed_share') that only warn instead of stopping the step.")
+    max_prompt_chars: int = Field(8192, gt=0, description="Longest prompt accepted in samples and curated rows, in characters.")
+    max_completion_chars: int = Field(8192, gt=0, description="Longest completion accepted in samples and curated rows, in characters.")
+    max_empty_completion_share: float = Field(0.5, ge=0, le=1, description="Most samples with an empty completion (the model stopped at once); more means a broken model or prompt format.")
+    min_pass_rate: float = Field(0.02, ge=0, le=1, description="Least verifier pass rate of an iteration's samples; near 0 means a broken model or verifier.")
+    max_pass_rate: float = Field(0.98, ge=0, le=1, description="Most verifier pass rate; near 1 means the task is too easy or the verifier is fooled (the demo sees 0.5-0.9).")
+    max_duplicate_rate: float = Field(0.2, ge=0, le=1, description="Most share of curated rows whose (prompt, completion) occurs more than once (the demo sees up to 0.08, labelled seed rows repeating).")
+    min_answers_per_prompt: float = Field(1.0, ge=0, description="Least mean number of distinct kept completions per prompt; 1.0 checks nothing, right for one-answer tasks such as arithmetic; raise it for open-ended tasks.")
+    min_distinct_ngram_ratio: float = Field(0.2, ge=0, le=1, description="Least distinct n-gram ratio (distinct-n) of the kept model completions; a collapse to few answers drives it to 0 (the demo sees 0.9).")
+    diversity_ngram: int = Field(2, gt=0, description="n of the distinct n-gram ratio, in words (a completion shorter than n words counts as one n-gram).")
+    contamination_ngram: int = Field(13, gt=0, description="n of the n-gram contamination check, in words (GPT-3's 13-gram decontamination); shorter evaluation prompts must not appear whole.")
+    max_contaminated_share: float = Field(0.0, ge=0, le=1, description="Most share of curated rows that equal, or share an n-gram with, an evaluation prompt.")
+    seed_share_tolerance: float = Field(0.05, ge=0, le=1, description="Allowed gap between the curated set's share of seed rows and curate.seed_fraction (plus one row of rounding).")
+
+
 class PipelineConfig(Section):
     name: str = Field("flywheel", description="KFP pipeline name.")
-    image: str = Field("ghcr.io/flywheel-ml/flywheel-python:0.1.0", description="Base image of every component (must contain the package). 'python' in the name keeps kfp.local quiet.")
+    image: str = Field("flywheel-python:0.1.0", description="Base image of every component (must contain the package), with your registry prefix on a cluster (see docs/deploy.md). 'python' in the name keeps kfp.local quiet.")
     cache: bool = Field(True, description="Reuse finished steps (KFP caching; locally also the resume mechanism).")
 
 
@@ -117,6 +137,7 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning on curated rows.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Held-out evaluation.")
     promote: PromoteConfig = Field(default_factory=PromoteConfig, description="Champion/challenger promotion and stop criteria.")
+    gates: GatesConfig = Field(default_factory=GatesConfig, description="Quality gates (Great Expectations) on every artifact.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="KFP settings.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Kubernetes placement of each step (GPUs, nodes, secrets, volumes), fan-out and multi-node training; ignored by local runs except `shards`. See docs/deploy.md.")
 

@@ -1,9 +1,11 @@
 """curate: choose the training rows of an iteration, and keep every dropped row with its reason.
 
 In order: drop samples the verifier rejected; drop exact duplicates (same prompt and completion, within the
-iteration and against rows carried from earlier iterations); cap the samples kept per prompt; carry earlier
-iterations' rows ('accumulate', Lee et al. 2025) or not ('replace', STaR / ReST-EM); mix in a share of the
-labelled seed data, which anchors the model against collapse on its own outputs.
+iteration and against rows carried from earlier iterations); drop near-duplicates (MinHash + LSH,
+`flywheel.dedupe`); cap the samples kept per prompt; carry earlier iterations' rows ('accumulate', Lee et al.
+2025) or not ('replace', STaR / ReST-EM); mix in a share of the labelled seed data, which anchors the model
+against collapse on its own outputs. Then the `curated` quality gate (`curated_suite`) checks the result,
+including that no evaluation prompt leaked into it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from flywheel.config import Config
+from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
 from flywheel.io import read_table, write_table
-from flywheel.schema import CURATED_COLUMNS, DROPPED_COLUMNS, VERDICT_COLUMNS
+from flywheel.schema import CURATED_COLUMNS, DROPPED_COLUMNS, PROBLEM_COLUMNS, VERDICT_COLUMNS
 
 
 def _drop(df: pd.DataFrame, mask: pd.Series, reason, dropped: list[pd.DataFrame]) -> pd.DataFrame:
@@ -29,7 +32,8 @@ def _drop(df: pd.DataFrame, mask: pd.Series, reason, dropped: list[pd.DataFrame]
 @step
 def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: str | Path,
                    dropped_path: str | Path, cfg: Config, iteration: int,
-                   previous_path: str | Path | None = None) -> dict:
+                   previous_path: str | Path | None = None, eval_path: str | Path | None = None) -> dict:
+    """`eval_path` (the held-out problems) lets the gate check the curated rows for contamination."""
     c = cfg.curate
     df = read_table(verdicts_path, VERDICT_COLUMNS, what="verdicts").sort_values(["prompt_id", "sample_id"])
     verdicts_prompts = df["prompt_id"].nunique()
@@ -55,6 +59,9 @@ def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: s
     seen = (df["prompt"] + "\x00" + df["completion"]).isin(earlier)
     df = df.assign(duplicate_of=df["duplicate_of"].where(~seen, "earlier iteration"))
     df = _drop(df, seen, "exact duplicate of an earlier iteration's row", dropped)
+
+    if c.near_dup_threshold < 1 and len(df):
+        df = _drop_near_duplicates(df, carried, c, dropped)
 
     rank = df.groupby("prompt_id").cumcount()
     df = _drop(df, rank >= c.max_per_prompt, f"over the cap of {c.max_per_prompt} per prompt", dropped)
@@ -82,7 +89,83 @@ def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: s
         "kept_by_difficulty": {str(k): int(v) for k, v in own.groupby("difficulty").size().items()},
         "fallback": fallback,
     }
+    if eval_path:
+        read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")  # one clear error for a wrong file
+    metrics["gate"] = check_gate("curated", out_path, curated_suite, cfg, eval_path=eval_path,
+                                 fallback=fallback is not None, rows=len(curated))
     return metrics
+
+
+def _text(df: pd.DataFrame) -> pd.Series:
+    """The text of a training row, as near-duplicate detection compares it."""
+    return df["prompt"] + "\n" + df["completion"]
+
+
+def _drop_near_duplicates(df, carried, c, dropped):
+    """Drop rows whose prompt + completion is a near-duplicate (word-shingle Jaccard >= threshold) of a row
+    kept before it, in this iteration or carried from an earlier one; `duplicate_of` names that row."""
+    from flywheel.dedupe import near_duplicates
+
+    kept_keys = carried["prompt_id"].astype(str) + "@iteration " + carried["iteration"].astype(str)
+    kept_keys = kept_keys + "#" + kept_keys.groupby(kept_keys).cumcount().astype(str)  # unique keys
+    keys = df["prompt_id"].astype(str) + "/" + df["sample_id"].astype(str)
+    dup_of, sims = near_duplicates(_text(df).tolist(), keys.tolist(), threshold=c.near_dup_threshold,
+                                   n=c.near_dup_ngram, num_perm=c.near_dup_num_perm,
+                                   kept_texts=_text(carried).tolist(), kept_keys=kept_keys.tolist())
+    dup = pd.Series([d is not None for d in dup_of], index=df.index)
+    df = df.assign(duplicate_of=pd.Series([d or "" for d in dup_of], index=df.index).str.replace(r"#\d+$", "", regex=True))
+    reason = pd.Series([f"near duplicate (Jaccard {s:.2f} >= {c.near_dup_threshold})" for s in sims], index=df.index)
+    return _drop(df, dup, reason, dropped)
+
+
+def curated_suite(cfg: Config, eval_path: str | Path | None = None, fallback: bool = False, rows: int = 1) -> list:
+    """The rules every curated training set must meet (docs/data.md, 'curated')."""
+    E, g, f = expectations(), cfg.gates, cfg.curate.seed_fraction
+    share = 1.0 if fallback else f  # nothing passed: curate trains on seed rows only, by design
+    tol = g.seed_share_tolerance + 1 / max(rows, 1)  # plus one row of rounding
+    self_rows = {"row_condition": 'source == "self"', "condition_parser": "pandas"}
+    rules = [
+        rule("curated.schema", E.ExpectTableColumnsToMatchSet(column_set=list(CURATED_COLUMNS), exact_match=False),
+             "all curated columns", "every column of docs/architecture.md, 'Artifacts'"),
+        rule("curated.types", E.ExpectColumnValuesToBeOfType(column="completion", type_="str"),
+             "completions are text", "type str"),
+        rule("curated.source", E.ExpectColumnValuesToBeInSet(column="source", value_set=["self", "seed"]),
+             "every row is the model's own or labelled seed data", "source in {self, seed}"),
+        rule("curated.prompt_length", E.ExpectColumnValueLengthsToBeBetween(
+            column="prompt", min_value=1, max_value=g.max_prompt_chars),
+             "no null or empty prompt, none too long", f"1..{g.max_prompt_chars} chars (gates.max_prompt_chars)"),
+        rule("curated.completion_length", E.ExpectColumnValueLengthsToBeBetween(
+            column="completion", min_value=1, max_value=g.max_completion_chars),
+             "no null or empty completion, none too long",
+             f"1..{g.max_completion_chars} chars (gates.max_completion_chars)"),
+        rule("curated.duplicate_rate", E.ExpectCompoundColumnsToBeUnique(
+            column_list=["prompt", "completion"], mostly=1 - g.max_duplicate_rate),
+             "few rows repeat another row's prompt and completion",
+             f"<= {g.max_duplicate_rate:.0%} of rows (gates.max_duplicate_rate)"),
+        rule("curated.answers_per_prompt", E.ExpectDistinctAnswersPerPromptToBeBetween(
+            column="prompt_id", answer_column="completion", min_value=g.min_answers_per_prompt, **self_rows),
+             "distinct kept completions per prompt (diversity)",
+             f">= {g.min_answers_per_prompt} (gates.min_answers_per_prompt)"),
+        rule("curated.distinct_ngrams", E.ExpectColumnDistinctNgramRatioToBeBetween(
+            column="completion", n=g.diversity_ngram, min_value=g.min_distinct_ngram_ratio, **self_rows),
+             f"distinct {g.diversity_ngram}-gram ratio of the kept model completions (diversity)",
+             f">= {g.min_distinct_ngram_ratio} (gates.min_distinct_ngram_ratio)"),
+        rule("curated.seed_share", E.ExpectColumnShareOfValueToBeBetween(
+            column="source", value="seed", min_value=share - tol, max_value=share + tol),
+             "share of labelled seed rows as configured" + (" (1.0: nothing passed, seed rows only)" if fallback else ""),
+             f"{share} +- {tol:.3f} (curate.seed_fraction, gates.seed_share_tolerance + 1 row)"),
+    ]
+    if eval_path is not None:
+        mostly, limit = 1 - g.max_contaminated_share, g.max_contaminated_share
+        rules.append(rule("curated.contamination_exact", E.ExpectColumnValuesToNotOccurInReferences(
+            column="prompt", references_path=str(eval_path), mostly=mostly),
+            "no training prompt is an evaluation prompt", f"<= {limit:.0%} of rows (gates.max_contaminated_share)"))
+        rules += [rule(f"curated.contamination_ngram_{col}", E.ExpectColumnValuesToNotOccurInReferences(
+            column=col, references_path=str(eval_path), n=g.contamination_ngram, mostly=mostly),
+            f"no training {col} shares a {g.contamination_ngram}-word n-gram with an evaluation prompt",
+            f"<= {limit:.0%} of rows (gates.max_contaminated_share, gates.contamination_ngram)")
+            for col in ("prompt", "completion")]
+    return rules
 
 
 def _reason_counts(reasons: pd.Series) -> dict[str, int]:

@@ -8,11 +8,12 @@ from pathlib import Path
 import pandas as pd
 
 from flywheel.config import Config
+from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
 from flywheel.io import read_json, read_table, write_table
 from flywheel.steps.generate import decode_batched
 from flywheel.steps.verify import verifier_of
-from flywheel.schema import PROBLEM_COLUMNS
+from flywheel.schema import PROBLEM_COLUMNS, RESULT_COLUMNS
 
 
 @step
@@ -68,4 +69,23 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
         if metrics.get("accuracy_beyond_seed") is not None and prev.get("accuracy_beyond_seed") is not None:
             metrics["delta_beyond_seed"] = metrics["accuracy_beyond_seed"] - prev["accuracy_beyond_seed"]
     write_table(df, out_path)
+    metrics["gate"] = check_gate("results", out_path, results_suite, cfg)
     return metrics
+
+
+def results_suite(cfg: Config) -> list:
+    """The rules every evaluation-results table must meet (docs/data.md, 'results')."""
+    E = expectations()
+    return [
+        rule("results.schema", E.ExpectTableColumnsToMatchSet(column_set=list(RESULT_COLUMNS), exact_match=False),
+             "all result columns", "every column of docs/architecture.md, 'Artifacts'"),
+        rule("results.rows", E.ExpectTableRowCountToBeBetween(min_value=1), "at least one evaluated problem", ">= 1 row"),
+        rule("results.unique_problems", E.ExpectColumnValuesToBeUnique(column="prompt_id"),
+             "each held-out problem once", "0 repeated prompt_id"),
+        rule("results.prompt", E.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1),
+             "no empty prompt", "non-empty"),
+        rule("results.completion", E.ExpectColumnValuesToNotBeNull(column="completion"),
+             "an answer per problem", "0 nulls"),
+        rule("results.correct_type", E.ExpectColumnValuesToBeOfType(column="correct", type_="bool"),
+             "a yes/no verdict per problem", "type bool"),
+    ]

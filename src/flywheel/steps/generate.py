@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flywheel.config import Config
+from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
 from flywheel.io import read_json, read_table, write_table
 from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS
@@ -93,4 +94,36 @@ def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: 
     metrics = {"prompts": len(problems), "samples": len(df), "new_tokens": new_tokens,
                "seconds": round(seconds, 2), "tokens_per_second": round(new_tokens / seconds, 1),
                "unfinished": int((~df["finished"]).sum()), "plan": plan}
+    metrics["gate"] = check_gate("samples", out_path, samples_suite, cfg)
     return metrics
+
+
+def samples_suite(cfg: Config) -> list:
+    """The rules every generated-samples table must meet (docs/data.md, 'samples')."""
+    E, g, k = expectations(), cfg.gates, cfg.generate.samples_per_prompt
+    return [
+        rule("samples.schema", E.ExpectTableColumnsToMatchSet(column_set=list(SAMPLE_COLUMNS), exact_match=False),
+             "all sample columns", "every column of docs/architecture.md, 'Artifacts'"),
+        rule("samples.prompt_type", E.ExpectColumnValuesToBeOfType(column="prompt", type_="str"),
+             "prompts are text", "type str"),
+        rule("samples.completion_type", E.ExpectColumnValuesToBeOfType(column="completion", type_="str"),
+             "completions are text", "type str"),
+        rule("samples.no_null_completion", E.ExpectColumnValuesToNotBeNull(column="completion"),
+             "every sample has a completion", "0 nulls"),
+        rule("samples.prompt_length", E.ExpectColumnValueLengthsToBeBetween(
+            column="prompt", min_value=1, max_value=g.max_prompt_chars),
+             "prompts are non-empty and not too long", f"1..{g.max_prompt_chars} chars (gates.max_prompt_chars)"),
+        rule("samples.completion_length", E.ExpectColumnValueLengthsToBeBetween(
+            column="completion", max_value=g.max_completion_chars),
+             "completions are not too long", f"<= {g.max_completion_chars} chars (gates.max_completion_chars)"),
+        rule("samples.empty_completions", E.ExpectColumnValueLengthsToBeBetween(
+            column="completion", min_value=1, mostly=1 - g.max_empty_completion_share),
+             "few empty completions", f"<= {g.max_empty_completion_share:.0%} of samples "
+                                      f"(gates.max_empty_completion_share)"),
+        rule("samples.completion_tokens", E.ExpectColumnValuesToBeBetween(
+            column="completion_tokens", min_value=0, max_value=cfg.generate.max_new_tokens),
+             "completion lengths within the sampling budget", f"0..{cfg.generate.max_new_tokens} tokens "
+                                                               f"(generate.max_new_tokens)"),
+        rule("samples.sample_ids", E.ExpectColumnValuesToBeBetween(column="sample_id", min_value=0, max_value=k - 1),
+             "K samples per prompt", f"sample_id in 0..{k - 1} (generate.samples_per_prompt)"),
+    ]

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from flywheel.config import Config
+from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
 from flywheel.io import read_table, write_table
 from flywheel.steps.data import task_of
-from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS
+from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS, VERDICT_COLUMNS
 from flywheel.tasks import import_object
 
 
@@ -46,4 +47,24 @@ def verify_samples(samples_path: str | Path, out_path: str | Path, cfg: Config) 
     df["reason"] = [str(v.reason) for v in verdicts]
     write_table(df, out_path)
     metrics = {"samples": len(df), "correct": int(df["correct"].sum()), **pass_metrics(df)}
+    metrics["gate"] = check_gate("verdicts", out_path, verdicts_suite, cfg)
     return metrics
+
+
+def verdicts_suite(cfg: Config) -> list:
+    """The rules every verdicts table must meet (docs/data.md, 'verdicts')."""
+    E, g = expectations(), cfg.gates
+    return [
+        rule("verdicts.schema", E.ExpectTableColumnsToMatchSet(column_set=list(VERDICT_COLUMNS), exact_match=False),
+             "all verdict columns", "every column of docs/architecture.md, 'Artifacts'"),
+        rule("verdicts.correct_type", E.ExpectColumnValuesToBeOfType(column="correct", type_="bool"),
+             "a yes/no verdict per sample", "type bool"),
+        rule("verdicts.score_not_null", E.ExpectColumnValuesToNotBeNull(column="score"),
+             "a score per sample", "0 nulls"),
+        rule("verdicts.reason", E.ExpectColumnValueLengthsToBeBetween(column="reason", min_value=1),
+             "a reason per verdict", "non-empty"),
+        rule("verdicts.pass_rate", E.ExpectColumnMeanToBeBetween(
+            column="correct", min_value=g.min_pass_rate, max_value=g.max_pass_rate),
+             "verifier pass rate inside the window (near 0: broken model or verifier; near 1: too easy or fooled)",
+             f"{g.min_pass_rate}..{g.max_pass_rate} (gates.min_pass_rate, gates.max_pass_rate)"),
+    ]
