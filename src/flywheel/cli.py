@@ -41,6 +41,9 @@ def cmd_run(args) -> int:
     # Display names, resources and Kubernetes settings matter on a cluster only; kfp.local warns per task.
     warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
     cfg = _config(args)
+    from flywheel.steps.verify import preflight
+
+    preflight(cfg)  # a wrong task or verifier name stops here, with one message, not inside a pipeline step
     out = Path(args.out or cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cache = cfg.pipeline.cache and not args.no_cache

@@ -16,13 +16,21 @@ from flywheel.steps import step
 from flywheel.io import read_table, write_table
 from flywheel.steps.data import task_of
 from flywheel.schema import SAMPLE_COLUMNS
-from flywheel.verifiers import load_verifier, task_verifier
+from flywheel.verifiers import load_verifier, resolve_verifier, task_verifier
 
 
 def verifier_of(cfg: Config):
     """The configured verifier as a batch function: samples DataFrame in, one Verdict per row out."""
     task = task_of(cfg) if cfg.verify.verifier == "task" else None
     return load_verifier(cfg.verify.verifier, cfg.verify.params, task=task)
+
+
+def preflight(cfg: Config) -> None:
+    """Load the task and resolve the verifier (without loading its model): the errors a pipeline would meet
+    in its first steps, reported before it starts."""
+    task_of(cfg)
+    if cfg.verify.verifier != "task":
+        resolve_verifier(cfg.verify.verifier)
 
 
 def pass_metrics(df) -> dict:

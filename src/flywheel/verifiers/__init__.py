@@ -58,6 +58,26 @@ def _positional_params(fn) -> int:
                for p in sig.parameters.values())
 
 
+SHAPE = ("a verifier is fn(problem, completion) -> Verdict, fn(samples: DataFrame) -> list[Verdict], or a "
+         "class with a verify(problem, completion) or verify_batch(samples) method (docs/verifiers.md)")
+
+
+def resolve_verifier(name: str):
+    """Import the verifier `name` (not 'task') and check its shape without constructing it: cheap enough to
+    run before a pipeline starts. Returns (object, kind) with kind 'class', 'per-sample' or 'batch'."""
+    obj = import_object(BUILTIN.get(name, name), "verifier")
+    if inspect.isclass(obj):
+        if not (callable(getattr(obj, "verify_batch", None)) or callable(getattr(obj, "verify", None))):
+            raise ValueError(f"verifier {name!r}: {obj!r} has neither a verify nor a verify_batch method; {SHAPE}")
+        return obj, "class"
+    if not callable(obj):
+        raise ValueError(f"verifier {name!r} is not callable; {SHAPE}")
+    n = _positional_params(obj)
+    if n not in (1, 2):
+        raise ValueError(f"verifier {name!r} takes {n} required positional arguments; {SHAPE}")
+    return obj, "per-sample" if n == 2 else "batch"
+
+
 def load_verifier(name: str, params: dict[str, Any] | None = None, task=None) -> BatchVerifier:
     """Resolve `verify.verifier` (+ `verify.params`) to a batch function; one clear error if it cannot."""
     params = params or {}
@@ -66,30 +86,18 @@ def load_verifier(name: str, params: dict[str, Any] | None = None, task=None) ->
             raise ValueError("verify.params is set but verify.verifier is 'task': the task's verifier takes its "
                              "settings from task.params; remove verify.params")
         return _checked("task", task_verifier(task))
-    obj = import_object(BUILTIN.get(name, name), "verifier")
-    shape = ("a verifier is fn(problem, completion) -> Verdict, fn(samples: DataFrame) -> list[Verdict], or a "
-             "class with a verify(problem, completion) or verify_batch(samples) method (docs/verifiers.md)")
-    if inspect.isclass(obj):
+    obj, kind = resolve_verifier(name)
+    if kind == "class":
         try:
             inst = obj(**params)
         except TypeError as err:
             raise ValueError(f"verifier {name!r}: bad verify.params {params!r}: {err}") from None
-        if callable(getattr(inst, "verify_batch", None)):
-            return _checked(name, inst.verify_batch)
-        if callable(getattr(inst, "verify", None)):
-            return _checked(name, per_sample(inst.verify))
-        raise ValueError(f"verifier {name!r}: {obj!r} has neither a verify nor a verify_batch method; {shape}")
-    if not callable(obj):
-        raise ValueError(f"verifier {name!r} is not callable; {shape}")
+        batch = getattr(inst, "verify_batch", None)
+        return _checked(name, batch if callable(batch) else per_sample(inst.verify))
     if params:
         raise ValueError(f"verifier {name!r} is a function, so it takes no verify.params; "
                          "remove them or make it a class whose constructor takes them")
-    n = _positional_params(obj)
-    if n == 2:
-        return _checked(name, per_sample(obj))
-    if n == 1:
-        return _checked(name, obj)
-    raise ValueError(f"verifier {name!r} takes {n} required positional arguments; {shape}")
+    return _checked(name, per_sample(obj) if kind == "per-sample" else obj)
 
 
 def _checked(name: str, fn: BatchVerifier) -> BatchVerifier:
