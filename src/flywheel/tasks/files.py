@@ -37,9 +37,10 @@ def resolve(path: str) -> Path:
     return p
 
 
-def read_records(path: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+def read_records(path: str) -> Iterator[tuple[str, int, dict[str, Any] | DataError]]:
     """(location, number, record) for every row of a .jsonl or .parquet file; location is 'FILE:LINE' or
-    'FILE row N', number the line (JSONL, from 1) or row (Parquet, from 0)."""
+    'FILE row N', number the line (JSONL, from 1) or row (Parquet, from 0). A line that is not a JSON object
+    comes as a `DataError` in place of the record."""
     p = resolve(path)
     if p.suffix == ".parquet":
         import pandas as pd
@@ -59,10 +60,11 @@ def read_records(path: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{p}:{n}: not valid JSON ({err.msg} at column {err.colno}); "
-                                "each line must be one JSON object") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{p}:{n}: expected a JSON object, got {type(rec).__name__}")
+                # yielded, not raised, so that the caller can go on and count the other bad rows
+                rec = DataError(f"{p}:{n}: not valid JSON ({err.msg} at column {err.colno}); "
+                                "each line must be one JSON object")
+            if not isinstance(rec, (dict, DataError)):
+                rec = DataError(f"{p}:{n}: expected a JSON object, got {type(rec).__name__}")
             yield f"{p}:{n}", n, rec
 
 
@@ -84,6 +86,8 @@ def load_problems(path: str, make: Callable[[str, int, dict], dict[str, Any]]) -
     rows, errors = [], []
     for loc, n, rec in read_records(path):
         try:
+            if isinstance(rec, DataError):
+                raise rec
             rows.append(make(loc, n, rec))
         except DataError as err:
             errors.append(str(err))
