@@ -45,6 +45,7 @@ def test_answers_match(got, want, match):
 
 def test_canonical_makes_equal_numbers_collide():
     assert canonical("1,000") == canonical("1000.0") == "1000" and canonical("3/4") == canonical("0.75")
+    assert canonical("nan") == "nan" and canonical("inf") == "inf"  # not numbers to vote on, but no crash
 
 
 def _write_jsonl(path: Path, rows) -> Path:

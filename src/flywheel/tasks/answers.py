@@ -63,9 +63,15 @@ def extract_answer(text: str, answer_format: str = "auto") -> str | None:
 def to_number(s: str) -> float | None:
     """'1,234' -> 1234.0, '3/4' -> 0.75, '$5' -> 5.0, '12%' -> 12.0, '\\\\frac{1}{2}' -> 0.5; None if not a number."""
     t = s.strip().replace(",", "").replace("$", "").rstrip("%").strip()
-    m = re.fullmatch(r"\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}", t)
-    if m:
-        t = f"{m.group(1)}/{m.group(2)}"
+    try:
+        return float(t)  # the common case, ~20x faster than Fraction
+    except ValueError:
+        pass
+    if "frac" in t:
+        m = re.fullmatch(r"\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}", t)
+        t = f"{m.group(1)}/{m.group(2)}" if m else t
+    if "/" not in t:
+        return None
     try:
         return float(Fraction(t))
     except (ValueError, ZeroDivisionError):
@@ -78,6 +84,8 @@ def _norm(s: str) -> str:
 
 def answers_match(got: str, want: str, rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> bool:
     """Numbers compare within tolerance, anything else as case- and whitespace-normalised text."""
+    if got == want:
+        return True
     a, b = to_number(got), to_number(want)
     if a is not None and b is not None:
         return math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)
@@ -87,6 +95,6 @@ def answers_match(got: str, want: str, rel_tol: float = 1e-6, abs_tol: float = 1
 def canonical(answer: str) -> str:
     """A key under which equal answers collide (for majority vote): '1,000' and '1000.0' -> '1000'."""
     x = to_number(answer)
-    if x is None:
+    if x is None or not math.isfinite(x):
         return _norm(answer)
     return str(int(x)) if x == int(x) and abs(x) < 1e15 else repr(round(x, 9))

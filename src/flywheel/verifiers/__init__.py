@@ -40,8 +40,9 @@ def per_sample(fn: Callable[[dict, str], Verdict]) -> BatchVerifier:
     """Lift `fn(problem, completion)` to a batch verifier."""
 
     def batch(samples: pd.DataFrame) -> list[Verdict]:
-        problems = samples[[c for c in PROBLEM_KEYS if c in samples.columns]].to_dict("records")
-        return [fn(p, c) for p, c in zip(problems, samples["completion"].tolist())]
+        keys = [c for c in PROBLEM_KEYS if c in samples.columns]
+        columns = [samples[c].tolist() for c in keys]  # plain lists: much faster than to_dict("records")
+        return [fn(dict(zip(keys, values)), c) for values, c in zip(zip(*columns), samples["completion"].tolist())]
 
     return batch
 
