@@ -2,6 +2,7 @@
 
     flywheel run examples/arithmetic.yaml --out runs/demo     # the pipeline, through kfp.local
     flywheel compile examples/arithmetic.yaml -o flywheel.yaml
+    flywheel compare runs/demo runs/majority --out runs/compare.html   # runs side by side
     flywheel generate CONFIG --model M --prompts P.parquet --out S.parquet   # one step alone
 
 Every subcommand is a thin driver: parse, load the config, call the step function, print its metrics.
@@ -78,6 +79,14 @@ def print_summary(summary: dict) -> None:
         print(f"{it['iteration']:>9}  {ev['accuracy']:>8.3f}  {'-' if beyond is None else f'{beyond:.3f}':>11}  "
               f"{it.get('verify', {}).get('pass_rate', float('nan')):>9.3f}  "
               f"{it.get('curate', {}).get('kept', 0):>4}  {it.get('train', {}).get('loss', float('nan')):>10.4f}")
+
+
+def cmd_compare(args) -> int:
+    from flywheel.compare import compare_runs, print_rows
+
+    print_rows(compare_runs(args.runs, args.out))
+    print(f"\ncomparison: {args.out}")
+    return 0
 
 
 def cmd_compile(args) -> int:
@@ -178,6 +187,12 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-cache", action="store_true", help="recompute every step instead of resuming")
     sp = command("compile", cmd_compile, "compile the pipeline to KFP IR YAML")
     sp.add_argument("-o", "--output", required=True, help="IR YAML file to write")
+
+    sp = sub.add_parser("compare", help="runs side by side: held-out accuracy per iteration (HTML + table)",
+                        description="runs side by side: held-out accuracy per iteration (HTML + table)")
+    sp.add_argument("runs", nargs="+", help="`flywheel run` output folders, e.g. runs/demo runs/majority")
+    sp.add_argument("--out", required=True, help="HTML file to write")
+    sp.set_defaults(fn=cmd_compare)
 
     sp = step("prepare", cmd_prepare, "write the task's labelled seed set and held-out evaluation sets")
     sp.add_argument("--seed-set", required=True)
