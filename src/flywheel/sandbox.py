@@ -177,8 +177,9 @@ class Result:
         return self.status == "ok"
 
 
-class SandboxUnavailable(RuntimeError):
-    """A requested isolation layer cannot be set up on this machine; the message says how to proceed."""
+class SandboxUnavailable(ValueError):
+    """A requested isolation layer cannot be set up on this machine; the message says how to proceed.
+    (A ValueError like the other configuration errors, so `flywheel` reports it in one line.)"""
 
 
 CGROUP_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")  # cgroup v1 pids hierarchy, cgroup v2 unified
