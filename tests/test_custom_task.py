@@ -38,6 +38,9 @@ def installed(tmp_path_factory):
     assert (site / "my_tasks" / "tasks.py").is_file()
     mp = pytest.MonkeyPatch()
     mp.setenv("PYTHONPATH", str(site))  # the kfp.local step subprocesses inherit it
+    # One torch thread per step process: the model is tiny, and on a shared 2-core machine two spinning
+    # threads per process made this test several times slower.
+    mp.setenv("OMP_NUM_THREADS", "1")
     mp.syspath_prepend(str(site))       # and this process, for the checks below
     yield d
     mp.undo()
@@ -54,8 +57,9 @@ def test_the_tutorial_has_the_package_and_config():
 def test_the_tutorial_package_runs_through_the_loop(installed, tmp_path):
     cfg = yaml.safe_load((installed / "reverse.yaml").read_text())
     # the tutorial's config, made tiny: the tests' model and step sizes, one iteration
-    cfg.update(iterations=1, model=TINY["model"], train=TINY["train"],
-               generate={**TINY["generate"], "max_new_tokens": 7}, evaluate={"per_difficulty": 5})
+    cfg.update(iterations=1, model={"embedded": {**TINY["model"]["embedded"], "warmup_steps": 20}},
+               train={**TINY["train"], "max_steps": 5}, generate={**TINY["generate"], "max_new_tokens": 7},
+               evaluate={"per_difficulty": 5})
     cfg["task"]["params"].update(max_length=4, seed_size=100)
     (tmp_path / "reverse.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["run", str(tmp_path / "reverse.yaml"), "--out", str(tmp_path / "out")]) == 0
