@@ -134,6 +134,9 @@ def test_majority_vote_in_the_verify_step_uses_no_reference(prepared, tmp_path):
     a = m["audit"]
     assert a["accepted_precision"] == pytest.approx(with_ref.loc[with_ref["correct"], "reference_correct"].mean())
     assert 0 <= a["reference_pass_rate"] <= 1
+    accepted = with_ref[with_ref["correct"]]
+    assert a["accepted_precision_by_difficulty"] == pytest.approx(
+        {str(k): v for k, v in accepted.groupby("difficulty")["reference_correct"].mean().items()})
 
 
 # --- model-based verifiers on tiny local models ------------------------------------------------------

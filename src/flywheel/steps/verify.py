@@ -62,6 +62,8 @@ def verify_samples(samples_path: str | Path, out_path: str | Path, cfg: Config) 
             "accepted_precision": float(accepted["reference_correct"].mean()) if len(accepted) else None,
             # Of the right samples, the share the verifier accepted.
             "recall": float(df.loc[df["reference_correct"], "correct"].mean()) if df["reference_correct"].any() else None,
+            "accepted_precision_by_difficulty": {
+                str(k): float(v) for k, v in accepted.groupby("difficulty")["reference_correct"].mean().items()},
         }
     write_table(df, out_path)
     return metrics
