@@ -149,14 +149,15 @@ class Limits:
     """What one sandboxed program may use. The defaults suit unit tests of short functions."""
 
     wall_s: float = 5.0          # wall-clock seconds before the process group is killed
-    cpu_s: int = 4               # CPU seconds (RLIMIT_CPU; SIGXCPU, then SIGKILL one second later)
+    cpu_s: int = 4               # CPU seconds (RLIMIT_CPU: SIGXCPU, then SIGKILL a second later; as PID 1 of its
+                                 # namespace the program ignores SIGXCPU, so the SIGKILL ends it)
     memory_mb: int = 512         # address space (RLIMIT_AS); Python itself needs ~20 MB
-    processes: int = 8           # processes of the sandbox's user namespace (RLIMIT_NPROC)
+    processes: int = 8           # processes at once (pids cgroup, or RLIMIT_NPROC in its user namespace)
     file_mb: int = 16            # largest file it may write, its stdout/stderr included (RLIMIT_FSIZE)
     open_files: int = 64         # RLIMIT_NOFILE
     output_bytes: int = 4096     # stdout/stderr kept per program (head and tail); the middle is cut with a note
     python: str = sys.executable # interpreter that runs the program (run with -I -S: standard library only)
-    namespaces: bool = True      # layer 2 (user, network and PID namespaces via `unshare`)
+    namespaces: bool = True      # layer 2 (user, network and PID namespaces, unshare(2) in the bootstrap)
     landlock: bool = True        # layer 4 (filesystem, TCP and signal restrictions)
     guard: bool = True           # layer 5 (the Python audit hook)
     pids_cgroup: bool = True     # cap processes with a pids cgroup where one is writable (else RLIMIT_NPROC)
