@@ -29,6 +29,7 @@ test: install
 
 bench: install
 	$(PY) bench/generate.py
+	$(PY) bench/verify.py
 
 clean:
 	rm -rf runs $(VENV)

@@ -2,6 +2,7 @@
 
     flywheel run examples/arithmetic.yaml --out runs/demo     # the pipeline, through kfp.local
     flywheel compile examples/arithmetic.yaml -o flywheel.yaml
+    flywheel compare runs/demo runs/majority --out runs/compare.html   # runs side by side
     flywheel generate CONFIG --model M --prompts P.parquet --out S.parquet   # one step alone
 
 Every subcommand is a thin driver: parse, load the config, call the step function, print its metrics.
@@ -41,6 +42,9 @@ def cmd_run(args) -> int:
     # Display names, resources and Kubernetes settings matter on a cluster only; kfp.local warns per task.
     warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
     cfg = _config(args)
+    from flywheel.steps.verify import preflight
+
+    preflight(cfg)  # a wrong task or verifier name stops here, with one message, not inside a pipeline step
     out = Path(args.out or cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cache = cfg.pipeline.cache and not args.no_cache
@@ -96,6 +100,14 @@ def print_summary(summary: dict) -> None:
               f"{it.get('verify', {}).get('pass_rate', float('nan')):>9.3f}  "
               f"{it.get('curate', {}).get('kept', 0):>4}  {it.get('train', {}).get('loss', float('nan')):>10.4f}"
               f"  {promoted:>8}")
+
+
+def cmd_compare(args) -> int:
+    from flywheel.compare import compare_runs, print_rows
+
+    print_rows(compare_runs(args.runs, args.out))
+    print(f"\ncomparison: {args.out}")
+    return 0
 
 
 def cmd_compile(args) -> int:
@@ -200,6 +212,12 @@ def make_parser() -> argparse.ArgumentParser:
     from flywheel.cluster.commands import add_commands  # submit, upload, schedule, trigger
 
     add_commands(command)
+
+    sp = sub.add_parser("compare", help="runs side by side: held-out accuracy per iteration (HTML + table)",
+                        description="runs side by side: held-out accuracy per iteration (HTML + table)")
+    sp.add_argument("runs", nargs="+", help="`flywheel run` output folders, e.g. runs/demo runs/majority")
+    sp.add_argument("--out", required=True, help="HTML file to write")
+    sp.set_defaults(fn=cmd_compare)
 
     sp = step("prepare", cmd_prepare, "write the task's labelled seed set and held-out evaluation sets")
     sp.add_argument("--seed-set", required=True)

@@ -26,7 +26,7 @@ class Section(BaseModel):
 
 
 class TaskConfig(Section):
-    name: str = Field("arithmetic", description="Built-in task name ('arithmetic') or an import path 'my_pkg.tasks:MyTask'.")
+    name: str = Field("arithmetic", description="Built-in task ('arithmetic', 'jsonl', 'code') or an import path 'my_pkg.tasks:MyTask' (docs/tasks.md).")
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments passed to the task's constructor.")
 
 
@@ -61,7 +61,9 @@ class GenerateConfig(Section):
 
 
 class VerifyConfig(Section):
-    verifier: str = Field("task", description="'task' uses the task's own verifier; else an import path 'pkg.mod:function'.")
+    verifier: str = Field("task", description="'task' (the task's own verifier), a built-in ('unit-tests', 'majority-vote', 'reward-model', 'judge') or an import path 'pkg.mod:Name' (docs/verifiers.md).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the verifier's constructor (built-ins: docs/verifiers.md).")
+    audit: bool = Field(False, description="Also check samples against the task's references and report accepted_precision (metrics only: nothing the loop trains on changes).")
 
 
 class CurateConfig(Section):

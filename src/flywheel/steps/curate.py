@@ -10,6 +10,7 @@ including that no evaluation prompt leaked into it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -41,7 +42,8 @@ def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: s
     dropped: list[pd.DataFrame] = []
     df["duplicate_of"] = ""
 
-    df = _drop(df, df["score"] < c.min_score, "rejected by verifier: " + df["reason"], dropped)
+    df = _drop(df, ~df["correct"], "rejected by verifier: " + df["reason"], dropped)
+    df = _drop(df, df["score"] < c.min_score, f"score below curate.min_score {c.min_score:g}", dropped)
 
     carried = pd.DataFrame(columns=list(CURATED_COLUMNS))
     if c.data_policy == "accumulate" and previous_path:
@@ -170,5 +172,5 @@ def curated_suite(cfg: Config, eval_path: str | Path | None = None, fallback: bo
 
 def _reason_counts(reasons: pd.Series) -> dict[str, int]:
     # "rejected by verifier: wrong: expected 123, got 124" -> count by the part before the details
-    heads = reasons.str.replace(r": expected .*$", "", regex=True).str.replace(r", got .*$", "", regex=True)
+    heads = reasons.str.replace(r"^(rejected by verifier: [^:]*):.*$", r"\1", regex=True, flags=re.S)
     return {str(k): int(v) for k, v in heads.value_counts().items()}

@@ -1,5 +1,9 @@
 """evaluate: accuracy per difficulty on the held-out sets (greedy), pass@k on request, and the comparison
-with the previous iteration's model."""
+with the previous iteration's model.
+
+Held-out answers are always judged by the task's own verifier against its references, whatever
+`verify.verifier` says: a label-free or model-based verifier changes what the loop learns from, never how
+it is measured."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
 from flywheel.io import read_json, read_table, write_table
 from flywheel.steps.generate import decode_batched
-from flywheel.steps.verify import verifier_of
+from flywheel.steps.data import task_of
+from flywheel.verifiers import task_verifier
 from flywheel.schema import PROBLEM_COLUMNS, RESULT_COLUMNS
 
 
@@ -30,14 +35,13 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
     e, g = cfg.evaluate, cfg.generate
     problems = read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")
     model, tok = load_model(model_dir)
-    verify = verifier_of(cfg)
-    records = problems.to_dict("records")
+    verify = task_verifier(task_of(cfg))
     greedy = decode_batched(model, tok, problems["prompt"].tolist(), samples=1, temperature=0.0, top_p=1.0,
                             max_new_tokens=g.max_new_tokens, batch_size=e.batch_size, seed=cfg.seed,
                             desc="evaluate")
-    verdicts = [verify(p, s[0][0]) for p, s in zip(records, greedy)]
-    df = problems.assign(completion=[s[0][0] for s in greedy], correct=[v.correct for v in verdicts],
-                         reason=[v.reason for v in verdicts])
+    df = problems.assign(completion=[s[0][0] for s in greedy])
+    verdicts = verify(df)
+    df = df.assign(correct=[bool(v.correct) for v in verdicts], reason=[v.reason for v in verdicts])
     by_diff = df.groupby("difficulty")["correct"].mean()
     metrics: dict = {
         "iteration": iteration, "model": str(model_dir), "items": len(df),
@@ -55,7 +59,10 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
         sampled = decode_batched(model, tok, problems["prompt"].tolist(), samples=e.pass_k,
                                  temperature=e.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
                                  batch_size=e.batch_size, seed=cfg.seed + 7919, desc=f"evaluate pass@{e.pass_k}")
-        solved = [any(verify(p, text).correct for text, _, _ in s) for p, s in zip(records, sampled)]
+        k_rows = problems.loc[problems.index.repeat(e.pass_k)].assign(
+            completion=[text for s in sampled for text, _, _ in s])
+        ok = [bool(v.correct) for v in verify(k_rows)]
+        solved = [any(ok[i * e.pass_k:(i + 1) * e.pass_k]) for i in range(len(problems))]
         df["solved_at_k"] = solved
         metrics[f"pass@{e.pass_k}"] = float(pd.Series(solved).mean())
         metrics["pass_at_k_by_difficulty"] = {str(k): float(v) for k, v in

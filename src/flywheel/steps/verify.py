@@ -1,7 +1,10 @@
 """verify: a verdict per sample (correct, score, reason).
 
-The verifier is the task's own `verify(problem, completion)` unless `verify.verifier` names another
-function by import path. It is the signal the loop learns from, so every sample gets a reason.
+The verifier is the task's own (`verify.verifier: task`), a built-in (`unit-tests`, `majority-vote`,
+`reward-model`, `judge`) or the user's, named by import path (see `flywheel.verifiers` and
+docs/verifiers.md). It is the signal the loop learns from, so every sample gets a reason. With
+`verify.audit`, samples are also checked against the task's references, for the metrics only: how often
+a label-free or model-based verifier accepts a wrong answer (`accepted_precision`).
 """
 
 from __future__ import annotations
@@ -13,17 +16,22 @@ from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
 from flywheel.io import read_table, write_table
 from flywheel.steps.data import task_of
-from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS, VERDICT_COLUMNS
-from flywheel.tasks import import_object
+from flywheel.schema import SAMPLE_COLUMNS, VERDICT_COLUMNS
+from flywheel.verifiers import load_verifier, resolve_verifier, task_verifier
 
 
 def verifier_of(cfg: Config):
-    if cfg.verify.verifier == "task":
-        return task_of(cfg).verify
-    fn = import_object(cfg.verify.verifier, "verifier")
-    if not callable(fn):
-        raise ValueError(f"verifier {cfg.verify.verifier!r} is not callable; expected fn(problem, completion) -> Verdict")
-    return fn
+    """The configured verifier as a batch function: samples DataFrame in, one Verdict per row out."""
+    task = task_of(cfg) if cfg.verify.verifier == "task" else None
+    return load_verifier(cfg.verify.verifier, cfg.verify.params, task=task)
+
+
+def preflight(cfg: Config) -> None:
+    """Load the task and resolve the verifier (without loading its model): the errors a pipeline would meet
+    in its first steps, reported before it starts."""
+    task_of(cfg)
+    if cfg.verify.verifier != "task":
+        resolve_verifier(cfg.verify.verifier)
 
 
 def pass_metrics(df) -> dict:
@@ -39,14 +47,26 @@ def pass_metrics(df) -> dict:
 @step
 def verify_samples(samples_path: str | Path, out_path: str | Path, cfg: Config) -> dict:
     df = read_table(samples_path, SAMPLE_COLUMNS, what="samples")
-    verify = verifier_of(cfg)
-    problems = df[list(PROBLEM_COLUMNS)].to_dict("records")
-    verdicts = [verify(p, c) for p, c in zip(problems, df["completion"].tolist())]
+    verdicts = verifier_of(cfg)(df)
     df["correct"] = [bool(v.correct) for v in verdicts]
     df["score"] = [float(v.score) for v in verdicts]
     df["reason"] = [str(v.reason) for v in verdicts]
+    metrics = {"verifier": cfg.verify.verifier, "samples": len(df), "correct": int(df["correct"].sum()),
+               **pass_metrics(df)}
+    if cfg.verify.audit:
+        truth = [bool(v.correct) for v in task_verifier(task_of(cfg))(df)]
+        df["reference_correct"] = truth
+        accepted = df[df["correct"]]
+        metrics["audit"] = {
+            "reference_pass_rate": float(df["reference_correct"].mean()) if len(df) else 0.0,
+            # Of the samples the verifier accepted, the share that are right: the label noise the loop trains on.
+            "accepted_precision": float(accepted["reference_correct"].mean()) if len(accepted) else None,
+            # Of the right samples, the share the verifier accepted.
+            "recall": float(df.loc[df["reference_correct"], "correct"].mean()) if df["reference_correct"].any() else None,
+            "accepted_precision_by_difficulty": {
+                str(k): float(v) for k, v in accepted.groupby("difficulty")["reference_correct"].mean().items()},
+        }
     write_table(df, out_path)
-    metrics = {"samples": len(df), "correct": int(df["correct"].sum()), **pass_metrics(df)}
     metrics["gate"] = check_gate("verdicts", out_path, verdicts_suite, cfg)
     return metrics
 

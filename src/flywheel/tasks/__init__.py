@@ -33,10 +33,14 @@ class Task(Protocol):
         """Labelled easy problems for the warm start and the curate mix: problem columns + 'completion'."""
 
     def verify(self, problem: dict[str, Any], completion: str) -> Verdict:
-        """Score one completion of one problem."""
+        """Score one completion of one problem.
+
+        A task may also define `verify_batch(samples: pandas.DataFrame) -> list[Verdict]` (one verdict per
+        row, in order) to verify many samples at once, e.g. in parallel; the steps then use it instead."""
 
 
-BUILTIN = {"arithmetic": "flywheel.tasks.arithmetic:Arithmetic"}
+BUILTIN = {"arithmetic": "flywheel.tasks.arithmetic:Arithmetic", "jsonl": "flywheel.tasks.jsonl:Jsonl",
+           "code": "flywheel.tasks.code:Code"}
 TASK_METHODS = ("prompts", "eval_sets", "seed_set", "verify")
 
 

@@ -1,0 +1,150 @@
+"""Problems from a data file: reading JSONL or Parquet rows with errors that name file, line and field, and
+splitting them into held-out, seed and prompt rows (shared by the `jsonl` and `code` tasks).
+
+The split is a pure function of each row's prompt text (a CRC-32 hash), not of the file's order or the run's
+seed, so every step of every run agrees on it without coordination, and a row never moves between the
+held-out set and the training side when the file grows.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+
+class DataError(ValueError):
+    """A data file or row the task cannot use; the message names the file, the line or row, and the field."""
+
+
+def resolve(path: str) -> Path:
+    """The local file behind `path`.
+
+    Hook for versioned data: DVC coordinates (`dvc://REPO/PATH@REV`) are resolved here once the data issue
+    lands (via `dvc.api.open` / `dvc get`); until then they stop with the command that fetches the file.
+    """
+    if path.startswith("dvc://"):
+        repo_path, _, rev = path[len("dvc://"):].partition("@")
+        raise DataError(f"{path}: DVC coordinates are not resolved by the task yet; fetch the file with "
+                        f"`dvc get {repo_path.rsplit('/', 1)[0] or 'REPO'} {repo_path.rsplit('/', 1)[-1]}"
+                        f"{' --rev ' + rev if rev else ''}` and give its local path")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"{path}: data file not found (relative paths are relative to the directory the "
+                        "command runs in; on a cluster the file must be in the image or on a mounted volume)")
+    return p
+
+
+def read_records(path: str) -> Iterator[tuple[str, int, dict[str, Any] | DataError]]:
+    """(location, number, record) for every row of a .jsonl or .parquet file; location is 'FILE:LINE' or
+    'FILE row N', number the line (JSONL, from 1) or row (Parquet, from 0). A line that is not a JSON object
+    comes as a `DataError` in place of the record."""
+    p = resolve(path)
+    if p.suffix == ".parquet":
+        import pandas as pd
+
+        try:
+            df = pd.read_parquet(p)
+        except Exception as err:  # pyarrow raises several types for a file that is not Parquet
+            raise DataError(f"{p}: cannot read as Parquet ({type(err).__name__}: {err})") from None
+        for i, rec in enumerate(df.to_dict("records")):
+            # numpy scalars and arrays (list columns) -> Python values, as JSON would give
+            yield f"{p} row {i}", i, {k: v.tolist() if hasattr(v, "tolist") else v for k, v in rec.items()}
+        return
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                # yielded, not raised, so that the caller can go on and count the other bad rows
+                rec = DataError(f"{p}:{n}: not valid JSON ({err.msg} at column {err.colno}); "
+                                "each line must be one JSON object")
+            if not isinstance(rec, (dict, DataError)):
+                rec = DataError(f"{p}:{n}: expected a JSON object, got {type(rec).__name__}")
+            yield f"{p}:{n}", n, rec
+
+
+def field(loc: str, rec: dict, name: str, param: str, kind: type | tuple = str) -> Any:
+    """`rec[name]`, checked; the error says which task parameter names the field."""
+    if name not in rec:
+        raise DataError(f"{loc}: no field {name!r} (the row has {', '.join(map(repr, rec)) or 'no fields'}); "
+                        f"set task.params.{param} to the field that holds it")
+    value = rec[name]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise DataError(f"{loc}: field {name!r} must be a {want}, got {type(value).__name__} {str(value)[:60]!r}")
+    return value
+
+
+def load_problems(path: str, make: Callable[[str, int, dict], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Apply `make(location, number, record) -> problem row` to every row; stop at the first bad one, saying how many
+    others are bad too, so that one fix-and-rerun cycle sees the whole problem."""
+    rows, errors = [], []
+    for loc, n, rec in read_records(path):
+        try:
+            if isinstance(rec, DataError):
+                raise rec
+            rows.append(make(loc, n, rec))
+        except DataError as err:
+            errors.append(str(err))
+    if errors:
+        more = f" (and {len(errors) - 1} more bad rows)" if len(errors) > 1 else ""
+        raise DataError(errors[0] + more)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def _hash(text: str, salt: str = "") -> int:
+    return zlib.crc32((salt + text).encode())
+
+
+class ProblemPool:
+    """Held-out, seed and prompt rows of a list of problems (each a problem row, seed rows with 'completion').
+
+    held out: rows whose prompt hashes into the first `eval_fraction` of the range (fixed by the text);
+    seed:     `seed_size` of the remaining rows that have a completion (and difficulty <= seed_max_difficulty,
+              if set: a curriculum that labels only easy problems), chosen by a seeded hash;
+    prompts:  the remaining rows, drawn afresh each iteration (without replacement until the pool runs out).
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], eval_fraction: float, seed_size: int,
+                 seed_max_difficulty: int | None = None):
+        if not 0 < eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+        self.rows, self.eval_fraction, self.seed_size = rows, eval_fraction, seed_size
+        self.seed_max_difficulty = seed_max_difficulty
+        cut = int(eval_fraction * 2**32)
+        self.held_out = [r for r in rows if _hash(r["prompt"]) < cut]
+        self.train = [r for r in rows if _hash(r["prompt"]) >= cut]
+        if not self.held_out or not self.train:
+            raise DataError(f"{len(rows)} rows split into {len(self.held_out)} held-out and {len(self.train)} "
+                            f"training rows (eval_fraction {eval_fraction}); the data file needs more rows")
+
+    def seed_set(self, seed: int) -> list[dict[str, Any]]:
+        top = self.seed_max_difficulty
+        labelled = [r for r in self.train if r.get("completion") and (top is None or r["difficulty"] <= top)]
+        labelled.sort(key=lambda r: (_hash(r["prompt"], f"seed-{seed}-"), r["prompt_id"]))
+        return [dict(r) for r in labelled[: self.seed_size]]
+
+    def prompts(self, iteration: int, n: int, seed: int) -> list[dict[str, Any]]:
+        seed_ids = {r["prompt_id"] for r in self.seed_set(seed)}
+        pool = [r for r in self.train if r["prompt_id"] not in seed_ids] or self.train
+        rng = random.Random(f"prompts-{seed}-{iteration}")
+        out: list[dict[str, Any]] = []
+        while len(out) < n:
+            out += rng.sample(pool, min(len(pool), n - len(out)))
+        return [{k: r[k] for k in ("prompt_id", "prompt", "reference", "difficulty")} for r in out]
+
+    def eval_sets(self, per_difficulty: int, seed: int) -> list[dict[str, Any]]:
+        # The held-out rows are fixed; which of them are evaluated is fixed too (not seeded), so that runs
+        # with different seeds are measured on the same problems.
+        by_level: dict[int, list] = {}
+        for r in sorted(self.held_out, key=lambda r: (_hash(r["prompt"], "eval-"), r["prompt_id"])):
+            by_level.setdefault(r["difficulty"], []).append(r)
+        return [{k: r[k] for k in ("prompt_id", "prompt", "reference", "difficulty")}
+                for d in sorted(by_level) for r in by_level[d][:per_difficulty]]
