@@ -4,6 +4,7 @@ In order: drop samples the verifier rejected; drop exact duplicates (same prompt
 iteration and against rows carried from earlier iterations); cap the samples kept per prompt; carry earlier
 iterations' rows ('accumulate', Lee et al. 2025) or not ('replace', STaR / ReST-EM); mix in a share of the
 labelled seed data, which anchors the model against collapse on its own outputs.
+Recipes dpo and spin build preference pairs instead: `flywheel.steps.pairs`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def _drop(df: pd.DataFrame, mask: pd.Series, reason, dropped: list[pd.DataFrame]
 def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: str | Path,
                    dropped_path: str | Path, cfg: Config, iteration: int,
                    previous_path: str | Path | None = None) -> dict:
+    if cfg.train.recipe in ("dpo", "spin"):  # preference recipes train on pairs, built in their own module
+        from flywheel.steps.pairs import curate_pairs
+
+        return curate_pairs(verdicts_path, seed_path, out_path, dropped_path, cfg, iteration, previous_path)
     c = cfg.curate
     df = read_table(verdicts_path, VERDICT_COLUMNS, what="verdicts").sort_values(["prompt_id", "sample_id"])
     verdicts_prompts = df["prompt_id"].nunique()

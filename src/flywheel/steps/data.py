@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -37,8 +38,18 @@ def make_datasets(cfg: Config, seed_path: str | Path, eval_path: str | Path) -> 
 
 @step
 def sample_prompts(cfg: Config, iteration: int, out_path: str | Path) -> dict:
-    """Write the prompts of `iteration` (a fresh draw each iteration, never a held-out problem)."""
-    rows = task_of(cfg).prompts(iteration, cfg.generate.prompts_per_iteration, cfg.seed)
-    df = pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))
+    """Write the prompts of `iteration` (a fresh draw each iteration, never a held-out problem).
+
+    `task.prompt_source: seed` draws them from the labelled seed set instead (SPIN pairs each prompt's seed
+    answer with the model's own): the task rebuilds its seed set from the seed, so the prompt ids match the
+    seed-set artifact that curate reads, and no pipeline input is needed.
+    """
+    n, task = cfg.generate.prompts_per_iteration, task_of(cfg)
+    if cfg.task.prompt_source == "seed":
+        seed = pd.DataFrame(task.seed_set(cfg.seed), columns=list(SEED_COLUMNS)).drop_duplicates("prompt_id")
+        draw = seed.sample(n=min(n, len(seed)), random_state=zlib.crc32(f"prompts-{cfg.seed}-{iteration}".encode()))
+        df = draw[list(PROBLEM_COLUMNS)].reset_index(drop=True)
+    else:
+        df = pd.DataFrame(task.prompts(iteration, n, cfg.seed), columns=list(PROBLEM_COLUMNS))
     write_table(df, out_path)
     return {"prompts": len(df), "by_difficulty": {str(k): int(v) for k, v in df.groupby("difficulty").size().items()}}
