@@ -28,6 +28,7 @@ class Section(BaseModel):
 class TaskConfig(Section):
     name: str = Field("arithmetic", description="Built-in task ('arithmetic', 'jsonl', 'code') or an import path 'my_pkg.tasks:MyTask' (docs/tasks.md).")
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments passed to the task's constructor.")
+    prompt_source: Literal["task", "seed"] = Field("task", description="Where an iteration's prompts come from: 'task' draws fresh problems; 'seed' draws them from the labelled seed set (SPIN needs each prompt's labelled answer).")
 
 
 class EmbeddedModelConfig(Section):
@@ -74,17 +75,36 @@ class CurateConfig(Section):
     near_dup_ngram: int = Field(5, gt=0, description="Shingle size of near-duplicate detection, in words (texts shorter than that compare as wholes).")
     near_dup_num_perm: int = Field(64, ge=16, description="MinHash permutations of near-duplicate detection; candidates are confirmed on the exact shingle sets, so more only buys recall, at a cost (bench/curate.py).")
     data_policy: Literal["accumulate", "replace"] = Field("accumulate", description="'accumulate' keeps earlier iterations' curated rows (Lee et al. 2025); 'replace' uses this iteration's only (STaR, ReST-EM).")
+    pairs_per_prompt: int = Field(2, gt=0, description="Recipes dpo/spin: most preference pairs (chosen, rejected) built per prompt.")
+    min_margin: float = Field(0.5, ge=0, description="Recipe dpo: least verifier-score difference between the chosen (score >= min_score) and the rejected (score < min_score) sample of a pair.")
+
+
+class LaunchConfig(Section):
+    processes_per_node: int = Field(1, gt=0, description="Training processes per node, one per GPU (on a CPU-only machine: gloo ranks). Above 1, the step runs under the `deepspeed` launcher.")
+    nodes: int = Field(1, gt=0, description="Nodes to train on; above 1 needs `hostfile` (and storage every node sees for `train.checkpoint_dir`).")
+    hostfile: str = Field("", description="DeepSpeed/MPI hostfile, one 'hostname slots=N' line per node (Kubeflow Trainer's MPI runtime mounts one at /etc/mpi/hostfile).")
+    master_addr: str = Field("", description="Address of node 0 for the rendezvous ('' = the launcher infers it).")
+    master_port: int = Field(0, ge=0, description="Port of the rendezvous on node 0 (0 = a free port on one node, 29500 across nodes).")
+    multinode_runner: Literal["pdsh", "openmpi", "mpich", "impi", "slurm", "mvapich"] = Field("pdsh", description="How the deepspeed launcher starts ranks on other nodes (its --launcher): pdsh over ssh, or the MPI/Slurm of the cluster.")
 
 
 class TrainConfig(Section):
-    recipe: Literal["sft"] = Field("sft", description="Training recipe. 'sft' = rejection-sampling fine-tuning (STaR / ReST-EM).")
-    init_from: Literal["current", "base"] = Field("current", description="'current' continues from this iteration's model; 'base' retrains the base model each iteration (STaR, ReST-EM).")
+    recipe: Literal["sft", "dpo", "spin"] = Field("sft", description="Training recipe (docs/recipes.md). 'sft' = rejection-sampling fine-tuning on verified samples (STaR / ReST-EM); 'dpo' = iterative DPO on verified-correct vs verified-wrong pairs; 'spin' = self-play fine-tuning, seed answer vs the model's own generation (needs task.prompt_source: seed).")
+    init_from: Literal["current", "base"] = Field("current", description="'current' continues from this iteration's model; 'base' retrains the base model each iteration (STaR, ReST-EM). dpo/spin: the model training starts from is also the reference model.")
     max_steps: int = Field(300, gt=0, description="Optimizer steps per iteration.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
-    batch_size: int = Field(64, gt=0, description="Rows per optimizer step.")
+    batch_size: int = Field(64, gt=0, description="Rows (dpo/spin: pairs) per optimizer step, over all processes.")
+    micro_batch_size: int = Field(0, ge=0, description="Rows per process per forward pass; batch_size / (micro_batch_size x processes) steps of gradient accumulation. 0 = batch_size / processes (no accumulation).")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     seed: int = Field(0, description="Seed of data order and initialisation.")
+    beta: float = Field(0.1, gt=0, description="Recipes dpo/spin: strength of the pull toward the reference model (TRL DPOConfig.beta; SPIN's lambda).")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="'auto' = bf16 mixed precision where the GPU supports it, else fp32 (always on CPU).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about 20-30% slower. Off by default (TRL's default is on).")
+    deepspeed: str | dict[str, Any] = Field("none", description="'none', a preset ('zero2', 'zero2_offload', 'zero3', 'zero3_offload': ZeRO stage 2/3, offload = optimizer (and zero3: parameters) in CPU memory), a path to a DeepSpeed JSON file, or the DeepSpeed config itself as a mapping. Anything but 'none' runs under the `deepspeed` launcher.")
+    launch: LaunchConfig = Field(default_factory=LaunchConfig, description="Processes and nodes of the train step (the `deepspeed` launcher).")
+    save_steps: int = Field(100, ge=0, description="Checkpoint every N optimizer steps, so an interrupted train step resumes from the last one (0 = never).")
+    checkpoint_dir: str = Field("", description="Where the step's checkpoints go, in a folder keyed by its output path ('' = the system temp dir). Multi-node: storage every node sees.")
 
 
 class EvaluateConfig(Section):
@@ -148,6 +168,13 @@ class Config(Section):
         if self.generate.temperature == 0 and self.generate.samples_per_prompt > 1:
             raise ValueError("generate.temperature is 0 (greedy) but generate.samples_per_prompt > 1: "
                              "greedy samples are identical; set a temperature > 0 or samples_per_prompt: 1")
+        return self
+
+    @model_validator(mode="after")
+    def _spin_needs_seed_prompts(self) -> "Config":
+        if self.train.recipe == "spin" and self.task.prompt_source != "seed":
+            raise ValueError("train.recipe is 'spin', whose chosen answer is each prompt's labelled seed answer, "
+                             "but task.prompt_source is 'task'; set task.prompt_source: seed")
         return self
 
     def to_json(self) -> str:

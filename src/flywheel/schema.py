@@ -13,4 +13,8 @@ VERDICT_COLUMNS = (*SAMPLE_COLUMNS, "correct", "score", "reason")
 CURATED_COLUMNS = ("prompt_id", "prompt", "completion", "difficulty", "source", "iteration", "score")
 DROPPED_COLUMNS = (*VERDICT_COLUMNS, "drop_reason", "duplicate_of")
 TRAIN_COLUMNS = ("prompt", "completion")
+# Recipes dpo/spin: curate writes preference pairs instead of rows (flywheel.steps.pairs).
+PAIR_COLUMNS = ("prompt_id", "prompt", "chosen", "rejected", "difficulty", "source", "iteration", "chosen_score",
+                "rejected_score")
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 RESULT_COLUMNS = (*PROBLEM_COLUMNS, "completion", "correct", "reason")

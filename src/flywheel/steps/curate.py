@@ -6,6 +6,7 @@ iteration and against rows carried from earlier iterations); drop near-duplicate
 2025) or not ('replace', STaR / ReST-EM); mix in a share of the labelled seed data, which anchors the model
 against collapse on its own outputs. Then the `curated` quality gate (`curated_suite`) checks the result,
 including that no evaluation prompt leaked into it.
+Recipes dpo and spin build preference pairs instead: `flywheel.steps.pairs`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: s
                    dropped_path: str | Path, cfg: Config, iteration: int,
                    previous_path: str | Path | None = None, eval_path: str | Path | None = None) -> dict:
     """`eval_path` (the held-out problems) lets the gate check the curated rows for contamination."""
+    if cfg.train.recipe in ("dpo", "spin"):  # preference recipes train on pairs, built in their own module
+        from flywheel.steps.pairs import curate_pairs
+
+        return curate_pairs(verdicts_path, seed_path, out_path, dropped_path, cfg, iteration, previous_path)
     c = cfg.curate
     df = read_table(verdicts_path, VERDICT_COLUMNS, what="verdicts").sort_values(["prompt_id", "sample_id"])
     verdicts_prompts = df["prompt_id"].nunique()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -39,16 +40,26 @@ def make_datasets(cfg: Config, seed_path: str | Path, eval_path: str | Path) -> 
 def sample_prompts(cfg: Config, iteration: int, out_path: str | Path,
                    previous_summary: str | Path | None = None) -> dict:
     """Write the prompts of `iteration` (a fresh draw each iteration, never a held-out problem) and plan
-    its sampling (`generate.adaptive`, `generate.curriculum: frontier` read the last iteration's health)."""
+    its sampling (`generate.adaptive`, `generate.curriculum: frontier` read the last iteration's health).
+
+    `task.prompt_source: seed` draws them from the labelled seed set instead (SPIN pairs each prompt's seed
+    answer with the model's own): the task rebuilds its seed set from the seed, so the prompt ids match the
+    seed-set artifact that curate reads, and no pipeline input is needed.
+    """
     from flywheel.adapt import choose_sampling, frontier_weights, reweight
 
     last = read_json(previous_summary, "previous summary")["iterations"][-1] if previous_summary else None
-    n = cfg.generate.prompts_per_iteration
-    frontier = cfg.generate.curriculum == "frontier" and last is not None and "verify" in last
-    rows = task_of(cfg).prompts(iteration, 4 * n if frontier else n, cfg.seed)
-    if frontier:
-        rows = reweight(rows, frontier_weights(last["verify"]["pass_rate_by_difficulty"]), n, cfg.seed + iteration)
-    df = pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))
+    n, task = cfg.generate.prompts_per_iteration, task_of(cfg)
+    if cfg.task.prompt_source == "seed":
+        seed = pd.DataFrame(task.seed_set(cfg.seed), columns=list(SEED_COLUMNS)).drop_duplicates("prompt_id")
+        draw = seed.sample(n=min(n, len(seed)), random_state=zlib.crc32(f"prompts-{cfg.seed}-{iteration}".encode()))
+        df = draw[list(PROBLEM_COLUMNS)].reset_index(drop=True)
+    else:
+        frontier = cfg.generate.curriculum == "frontier" and last is not None and "verify" in last
+        rows = task.prompts(iteration, 4 * n if frontier else n, cfg.seed)
+        if frontier:
+            rows = reweight(rows, frontier_weights(last["verify"]["pass_rate_by_difficulty"]), n, cfg.seed + iteration)
+        df = pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))
     write_table(df, out_path)
     return {"prompts": len(df), "by_difficulty": {str(k): int(v) for k, v in df.groupby("difficulty").size().items()},
             "plan": choose_sampling(cfg, last)}

@@ -10,11 +10,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from flywheel.config import Config
+from flywheel.config import Config, TrainConfig
 from flywheel.steps import step
 from flywheel.io import atomic_dir, read_table
 from flywheel.schema import TRAIN_COLUMNS
-from flywheel.steps.train import sft_train
 
 
 @step
@@ -29,11 +28,14 @@ def init_model(cfg: Config, seed_path: str | Path, out_dir: str | Path) -> dict:
         metrics = {"base": cfg.model.base, "parameters": count_parameters(model), "warm_start_steps": 0}
     else:
         e = cfg.model.embedded
-        seed = read_table(seed_path, TRAIN_COLUMNS, what="labelled seed set")
+        from flywheel.train.runner import train as run_training
+
+        read_table(seed_path, TRAIN_COLUMNS, what="labelled seed set")
+        warm = TrainConfig(recipe="sft", max_steps=e.warmup_steps, learning_rate=e.learning_rate,
+                           batch_size=e.batch_size, warmup_ratio=0.05, seed=cfg.seed, save_steps=0)
         with tempfile.TemporaryDirectory(prefix="flywheel-base-") as base:
             save_embedded_base(cfg, base)
-            train = sft_train(base, seed, out_dir, max_steps=e.warmup_steps, learning_rate=e.learning_rate,
-                              batch_size=e.batch_size, warmup_ratio=0.05, weight_decay=0.0, seed=cfg.seed)
+            train = run_training(base, seed_path, out_dir, warm)
         model, _ = load_model(out_dir)
         metrics = {"base": "embedded", "parameters": count_parameters(model),
                    "warm_start_steps": e.warmup_steps, "warm_start": train}

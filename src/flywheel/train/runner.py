@@ -1,0 +1,212 @@
+"""One training run of the train step: in this process, or on N processes x M nodes under `deepspeed`.
+
+`train()` runs in the step's own process. It prepares the checkpoint folder, then either trains right here
+(one process, no DeepSpeed: the default, and the fastest on one device) or launches
+
+    python -m deepspeed.launcher.runner --num_gpus N [--hostfile H --num_nodes M] --module flywheel.train.runner SPEC
+
+and waits; every rank runs `run(spec)` (this module's `__main__`), rank 0 writes the model and the metrics.
+
+Checkpoints and resume: every `train.save_steps` optimizer steps the Trainer saves a checkpoint (weights,
+optimizer, scheduler, RNG; under DeepSpeed each rank's ZeRO shards) into a scratch folder keyed by the
+step's output path, `<train.checkpoint_dir or $TMPDIR>/flywheel-checkpoints/<sha256(out)[:16]>`. An
+interrupted step (a killed pod, a KFP retry, the same CLI command again) finds the last complete checkpoint
+there and resumes from it, if the inputs are the same (a fingerprint of the data, the starting model's path,
+the train config and the world size; otherwise the folder is cleared). The folder is removed on success.
+
+The output is always a Hugging Face folder (ZeRO-3 shards gathered on save), written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from flywheel.config import TrainConfig
+from flywheel.io import atomic_dir, read_json, read_table, write_json
+from flywheel.schema import PREFERENCE_COLUMNS, TRAIN_COLUMNS
+from flywheel.train.distributed import (batch_split, deepspeed_config, gpu_available, init_process,
+                                        launcher_command, resolve_precision, uses_launcher)
+
+MODULE = "flywheel.train.runner"
+
+
+def columns(recipe: str) -> tuple[str, ...]:
+    return TRAIN_COLUMNS if recipe == "sft" else PREFERENCE_COLUMNS
+
+
+def checkpoint_dir(out_dir: str | Path, t: TrainConfig) -> Path:
+    """The scratch folder of the run that writes `out_dir`."""
+    root = Path(t.checkpoint_dir) if t.checkpoint_dir else Path(tempfile.gettempdir()) / "flywheel-checkpoints"
+    return root / hashlib.sha256(str(Path(out_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def fingerprint(model_dir: str | Path, data_path: str | Path, t: TrainConfig) -> str:
+    """What a checkpoint must have been trained from to be resumed."""
+    h = hashlib.sha256()
+    h.update(str(model_dir).encode())
+    h.update(Path(data_path).read_bytes())
+    h.update(t.model_dump_json(exclude={"launch", "checkpoint_dir", "save_steps"}).encode())
+    h.update(str(t.launch.processes_per_node * t.launch.nodes).encode())  # ZeRO shards are per rank
+    return h.hexdigest()
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint: the Trainer writes trainer_state.json last."""
+    done = [p for p in folder.glob("checkpoint-*")
+            if p.name.rpartition("-")[2].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.rpartition("-")[2]), default=None)
+
+
+def prepare_checkpoints(folder: Path, print_: str) -> Path | None:
+    """Return the checkpoint to resume from, or clear `folder` for a fresh start (`print_`: the fingerprint)."""
+    marker = folder / "inputs.sha256"
+    if marker.is_file() and marker.read_text() == print_:
+        return last_checkpoint(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    marker.write_text(print_)
+    return None
+
+
+def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: TrainConfig) -> dict:
+    """Train `model_dir` on the rows/pairs at `data_path` per `t`; write the model to `out_dir`; return metrics."""
+    batch_split(t, t.launch.processes_per_node * t.launch.nodes)  # a bad split fails here, not in N ranks
+    deepspeed_config(t.deepspeed)
+    folder = checkpoint_dir(out_dir, t)
+    resume = prepare_checkpoints(folder, fingerprint(model_dir, data_path, t))
+    spec = {"model_dir": str(model_dir), "data_path": str(Path(data_path).resolve()),
+            "out_dir": str(Path(out_dir).resolve()), "train": t.model_dump(), "checkpoint_dir": str(folder),
+            "resume_from": str(resume) if resume else None, "metrics_path": str(folder / "metrics.json")}
+    if resume:
+        print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
+    if uses_launcher(t):
+        write_json(spec, folder / "spec.json")
+        env = dict(os.environ)
+        if not gpu_available():
+            # CPU ranks: split this machine's cores between them instead of each rank taking all of them.
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // t.launch.processes_per_node)))
+        cmd = launcher_command(t.launch, MODULE, str(folder / "spec.json"))
+        rc = subprocess.run(cmd, env=env).returncode
+        if rc != 0:
+            raise RuntimeError(f"train: the deepspeed launcher exited with status {rc} (the ranks' logs are above); "
+                               f"the same step run again resumes from the last checkpoint in {folder}")
+        metrics = read_json(spec["metrics_path"], what="train metrics of rank 0")
+    else:
+        metrics = run(spec)
+    shutil.rmtree(folder, ignore_errors=True)
+    return metrics
+
+
+def _final_step_callback():
+    from transformers import TrainerCallback
+
+    class FinalStep(TrainerCallback):
+        """Log the last step (for the final loss), but do not checkpoint it: the model is saved right after."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_log, control.should_save = True, False
+            return control
+
+    return FinalStep()
+
+
+def training_arguments(t: TrainConfig, out: str, max_length: int, world_size: int, deepspeed: dict | None,
+                       accelerator_config: dict | None, on_gpu: bool) -> dict[str, Any]:
+    """Keyword arguments common to `SFTConfig` and `DPOConfig` (both `TrainingArguments`)."""
+    micro, accumulation = batch_split(t, world_size)
+    precision = resolve_precision(t.precision, on_gpu, deepspeed is not None)
+    args = dict(
+        output_dir=out, max_steps=t.max_steps, per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accumulation, learning_rate=t.learning_rate, lr_scheduler_type="cosine",
+        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, seed=t.seed, data_seed=t.seed,
+        max_length=max_length, save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500,
+        save_total_limit=1, report_to=[], logging_steps=max(1, t.max_steps // 20),
+        # use_cpu with DeepSpeed would hide DeepSpeed from the Trainer (stack-facts.md, section 2).
+        use_cpu=not on_gpu and deepspeed is None, bf16=precision == "bf16", fp16=precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing, deepspeed=deepspeed, dataset_num_proc=None,
+        disable_tqdm=False, log_level="warning",
+    )
+    if accelerator_config:
+        args["accelerator_config"] = accelerator_config
+    return args
+
+
+def run(spec: dict[str, Any]) -> dict:
+    """The body of one rank (or of the only process): build the trainer, train, save; metrics on rank 0."""
+    from transformers import AutoConfig
+
+    from flywheel.train import preference, sft
+
+    t = TrainConfig.model_validate(spec["train"])
+    ds = deepspeed_config(t.deepspeed)
+    accelerator_config = init_process(ds is not None)
+    world_size, on_gpu = int(os.environ.get("WORLD_SIZE", "1")), gpu_available()
+    rows = read_table(spec["data_path"], columns(t.recipe), what=f"curated training data of recipe {t.recipe}")
+    max_length = AutoConfig.from_pretrained(spec["model_dir"]).max_position_embeddings
+    args = training_arguments(t, spec["checkpoint_dir"], max_length, world_size, ds, accelerator_config, on_gpu)
+    if t.recipe == "sft":
+        trainer = sft.make_trainer(spec["model_dir"], rows, args)
+    else:
+        trainer = preference.make_trainer(spec["model_dir"], rows, args, t)
+    trainer.add_callback(_final_step_callback())
+
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=spec["resume_from"])
+    seconds = time.perf_counter() - t0
+    trainer.processing_class.padding_side = "left"  # the saved tokenizer is for generation
+    if ds is None:
+        with atomic_dir(spec["out_dir"]) as tmp:
+            trainer.model.save_pretrained(tmp)
+            trainer.processing_class.save_pretrained(tmp)
+    elif trainer.args.should_save:
+        with atomic_dir(spec["out_dir"]) as tmp:
+            trainer.save_model(str(tmp))  # collective: ZeRO-3 gathers the shards into one state dict here
+    else:
+        trainer.save_model(spec["checkpoint_dir"])  # joins the gather; only rank 0 writes
+
+    metrics = _metrics(trainer, result, seconds, t, rows, spec, world_size, ds)
+    if trainer.args.should_save and spec.get("metrics_path"):
+        write_json(metrics, spec["metrics_path"])
+    return metrics
+
+
+def _metrics(trainer, result, seconds: float, t: TrainConfig, rows, spec: dict, world_size: int,
+             ds: dict | None) -> dict:
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    tokens = max((h.get("num_tokens", 0) for h in logs), default=0)
+    m = {
+        "recipe": t.recipe, "loss": logs[-1]["loss"] if logs else float(result.training_loss),
+        "loss_first": logs[0]["loss"] if logs else float(result.training_loss),
+        "loss_mean": float(result.training_loss), "steps": trainer.state.global_step, "rows": len(rows),
+        "epochs": round(t.max_steps * t.batch_size / max(1, len(rows)), 2), "seconds": round(seconds, 2),
+        "tokens": int(tokens), "tokens_per_second": round(tokens / seconds, 1) if seconds and tokens else None,
+        "world_size": world_size, "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+        "deepspeed": (t.deepspeed if isinstance(t.deepspeed, str) else "custom") if ds else "none",
+        "zero_stage": ds["zero_optimization"].get("stage", 0) if ds else None,
+        "resumed_from_step": int(Path(spec["resume_from"]).name.rpartition("-")[2]) if spec["resume_from"] else None,
+    }
+    if t.recipe != "sft" and logs:
+        m.update({"reward_margin_first": logs[0].get("rewards/margins"), "reward_margin": logs[-1].get("rewards/margins"),
+                  "reward_accuracy": logs[-1].get("rewards/accuracies")})
+    return m
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of every rank under the launcher: `python -m flywheel.train.runner SPEC.json`."""
+    argv = sys.argv[1:] if argv is None else argv
+    run(json.loads(Path(argv[0]).read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

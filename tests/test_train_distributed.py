@@ -1,0 +1,153 @@
+"""The train step under DeepSpeed across 2 CPU ranks (gloo), its checkpoints, resume, and its settings.
+
+The 2-rank tests run the real path: `deepspeed --num_gpus 2` starts two CPU ranks, each builds TRL's
+SFTTrainer with the ZeRO preset, rank 0 writes the Hugging Face folder. The first DeepSpeed run on a
+machine JIT-compiles a C++ op (~50 s, cached under ~/.cache/torch_extensions).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flywheel.config import ConfigError, LaunchConfig, TrainConfig
+from flywheel.io import read_table, write_table
+from flywheel.model import load_model
+from flywheel.steps.train import train_model
+from flywheel.train import runner
+from flywheel.train.distributed import batch_split, deepspeed_config, launcher_command, resolve_precision
+
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def rows(prepared, tmp_path_factory):
+    path = tmp_path_factory.mktemp("rows") / "curated.parquet"
+    write_table(read_table(prepared["seed"]).assign(source="seed", iteration=1, score=1.0), path)
+    return path
+
+
+def _weights(path):
+    model, _ = load_model(path)
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def zero_runs(prepared, rows, tmp_path_factory):
+    d = tmp_path_factory.mktemp("zero")
+    out = {}
+    for preset in ("zero2", "zero3"):
+        cfg = tiny_config(train={"max_steps": 8, "batch_size": 16, "learning_rate": 3e-3, "deepspeed": preset,
+                                 "launch": {"processes_per_node": 2}, "save_steps": 0})
+        out[preset] = (train_model(prepared["model"], rows, d / preset, cfg), d / preset)
+    return out
+
+
+@pytest.mark.parametrize("preset,stage", [("zero2", 2), ("zero3", 3)])
+def test_two_ranks_train_and_save_a_checkpoint_that_loads_in_one_process(zero_runs, prepared, preset, stage):
+    m, path = zero_runs[preset]
+    assert (m["world_size"], m["zero_stage"], m["precision"]) == (2, stage, "fp32")
+    assert m["steps"] == 8 and m["loss"] < m["loss_first"]
+    before, after = _weights(prepared["model"]), _weights(path)
+    assert set(after) == set(before)
+    assert all(not torch.equal(before[n], after[n]) for n in after)  # every tensor trained and gathered
+    model, tok = load_model(path)
+    enc = tok(["300+400="], return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > enc["input_ids"].shape[1]
+
+
+def test_zero3_shards_gather_to_the_same_weights_as_zero2(zero_runs):
+    # Same data, seed and steps: ZeRO-3 differs from ZeRO-2 only in where the weights live, so a checkpoint
+    # whose shards were gathered wrongly (or not at all) would not match.
+    a, b = _weights(zero_runs["zero2"][1]), _weights(zero_runs["zero3"][1])
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], atol=1e-5, rtol=1e-4)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_an_interrupted_train_step_resumes_from_its_last_checkpoint(prepared, rows, tmp_path, monkeypatch):
+    from transformers import TrainerCallback
+
+    cfg = tiny_config(train={"max_steps": 12, "batch_size": 16, "learning_rate": 3e-3, "save_steps": 4,
+                             "checkpoint_dir": str(tmp_path / "ckpt")})
+    clean = train_model(prepared["model"], rows, tmp_path / "clean", cfg)
+    assert clean["resumed_from_step"] is None
+
+    class CrashAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 10:  # after the checkpoint of step 8, before the one of step 12
+                raise _Crash("killed")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(runner, "_final_step_callback", CrashAt)
+        with pytest.raises(_Crash):
+            train_model(prepared["model"], rows, tmp_path / "resumed", cfg)
+    folder = runner.checkpoint_dir(tmp_path / "resumed", cfg.train)
+    assert runner.last_checkpoint(folder).name == "checkpoint-8"
+    assert not (tmp_path / "resumed").exists()  # nothing half-written at the output path
+
+    resumed = train_model(prepared["model"], rows, tmp_path / "resumed", cfg)
+    assert resumed["resumed_from_step"] == 8 and resumed["steps"] == 12
+    assert not folder.exists()  # the scratch folder goes once the step succeeded
+    a, b = _weights(tmp_path / "clean"), _weights(tmp_path / "resumed")
+    for n in a:  # same data order, optimizer and schedule: the same model as the uninterrupted run
+        torch.testing.assert_close(a[n], b[n], atol=1e-6, rtol=1e-5)
+
+
+def test_a_checkpoint_from_other_inputs_is_not_resumed(prepared, rows, tmp_path):
+    t = TrainConfig(max_steps=4, batch_size=16, save_steps=2, checkpoint_dir=str(tmp_path))
+    folder = runner.checkpoint_dir(tmp_path / "out", t)
+    assert runner.prepare_checkpoints(folder, runner.fingerprint(prepared["model"], rows, t)) is None
+    (folder / "checkpoint-2").mkdir()
+    (folder / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    (folder / "checkpoint-4").mkdir()  # no trainer_state.json: interrupted while saving
+    assert runner.prepare_checkpoints(folder, runner.fingerprint(prepared["model"], rows, t)).name == "checkpoint-2"
+    other = t.model_copy(update={"learning_rate": 0.5})
+    assert runner.prepare_checkpoints(folder, runner.fingerprint(prepared["model"], rows, other)) is None
+    assert not (folder / "checkpoint-2").exists()
+
+
+def test_presets_and_raw_deepspeed_configs(tmp_path):
+    z3 = deepspeed_config("zero3_offload")
+    assert z3["zero_optimization"]["stage"] == 3 and z3["zero_optimization"]["offload_param"]["device"] == "cpu"
+    assert z3["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+    assert deepspeed_config("none") is None
+    raw = deepspeed_config({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"})
+    assert raw["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True  # HF-layout output
+    (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 2}}')
+    assert deepspeed_config(str(tmp_path / "ds.json"))["zero_optimization"]["stage"] == 2
+    with pytest.raises(ValueError, match="neither a preset"):
+        deepspeed_config("zero4")
+    with pytest.raises(ConfigError, match="train.deepspeed"):
+        tiny_config(train={"deepspeed": 3})
+
+
+def test_batch_split_and_precision_choices():
+    assert batch_split(TrainConfig(batch_size=64), 2) == (32, 1)
+    assert batch_split(TrainConfig(batch_size=64, micro_batch_size=8), 2) == (8, 4)
+    with pytest.raises(ValueError, match="multiple of"):
+        batch_split(TrainConfig(batch_size=10, micro_batch_size=4), 2)
+    assert resolve_precision("auto", on_gpu=False, deepspeed=False) == "fp32"
+    with pytest.raises(ValueError, match="no GPU"):
+        resolve_precision("fp16", on_gpu=False, deepspeed=False)
+    with pytest.raises(ValueError, match="fp32 only"):
+        resolve_precision("bf16", on_gpu=False, deepspeed=True)
+
+
+def test_launcher_command_single_and_multi_node(tmp_path):
+    one = launcher_command(LaunchConfig(processes_per_node=8), "m", "spec.json")
+    assert one[one.index("--num_gpus") + 1] == "8" and one[-2:] == ["m", "spec.json"] and "--module" in one
+    assert one[one.index("--hostfile") + 1] == "/dev/null"  # never a stray /job/hostfile on one node
+    hosts = tmp_path / "hostfile"
+    hosts.write_text("node-0 slots=8\nnode-1 slots=8\n")
+    two = launcher_command(LaunchConfig(processes_per_node=8, nodes=2, hostfile=str(hosts), master_addr="node-0",
+                                        multinode_runner="openmpi"), "m", "spec.json")
+    for flag, value in [("--hostfile", str(hosts)), ("--num_nodes", "2"), ("--launcher", "openmpi"),
+                        ("--master_addr", "node-0"), ("--master_port", "29500")]:
+        assert two[two.index(flag) + 1] == value
+    with pytest.raises(ValueError, match="hostfile"):
+        launcher_command(LaunchConfig(nodes=2), "m", "spec.json")
