@@ -25,6 +25,7 @@ test: install
 
 bench: install
 	$(PY) bench/generate.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf runs $(VENV)

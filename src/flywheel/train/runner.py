@@ -133,7 +133,7 @@ def training_arguments(t: TrainConfig, out: str, max_length: int, world_size: in
         save_total_limit=1, report_to=[], logging_steps=max(1, t.max_steps // 20),
         # use_cpu with DeepSpeed would hide DeepSpeed from the Trainer (stack-facts.md, section 2).
         use_cpu=not on_gpu and deepspeed is None, bf16=precision == "bf16", fp16=precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing, deepspeed=deepspeed, dataset_num_proc=None,
+        activation_checkpointing=t.gradient_checkpointing, deepspeed=deepspeed, dataset_num_proc=None,
         disable_tqdm=False, log_level="warning",
     )
     if accelerator_config:
