@@ -34,7 +34,8 @@ from flywheel.config import TrainConfig
 from flywheel.io import atomic_dir, read_json, read_table, write_json
 from flywheel.schema import PREFERENCE_COLUMNS, TRAIN_COLUMNS
 from flywheel.train.distributed import (batch_split, deepspeed_config, gpu_available, init_process,
-                                        launcher_command, resolve_precision, uses_launcher)
+                                        launcher_command, master_port, remove_shm_buffers, resolve_precision,
+                                        uses_launcher)
 
 MODULE = "flywheel.train.runner"
 
@@ -94,8 +95,12 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
         if not gpu_available():
             # CPU ranks: split this machine's cores between them instead of each rank taking all of them.
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // t.launch.processes_per_node)))
-        cmd = launcher_command(t.launch, MODULE, str(folder / "spec.json"))
-        rc = subprocess.run(cmd, env=env).returncode
+        port = master_port(t.launch)
+        try:
+            cmd = launcher_command(t.launch, port, MODULE, str(folder / "spec.json"))
+            rc = subprocess.run(cmd, env=env).returncode
+        finally:
+            remove_shm_buffers(port)
         if rc != 0:
             raise RuntimeError(f"train: the deepspeed launcher exited with status {rc} (the ranks' logs are above); "
                                f"the same step run again resumes from the last checkpoint in {folder}")
