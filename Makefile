@@ -30,6 +30,7 @@ test: install
 bench: install
 	$(PY) bench/generate.py
 	$(PY) bench/verify.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf runs $(VENV)

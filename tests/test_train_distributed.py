@@ -7,6 +7,8 @@ machine JIT-compiles a C++ op (~50 s, cached under ~/.cache/torch_extensions).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -35,11 +37,14 @@ def _weights(path):
 @pytest.fixture(scope="module")
 def zero_runs(prepared, rows, tmp_path_factory):
     d = tmp_path_factory.mktemp("zero")
+    shm = set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*"))
     out = {}
     for preset in ("zero2", "zero3"):
         cfg = tiny_config(train={"max_steps": 8, "batch_size": 16, "learning_rate": 3e-3, "deepspeed": preset,
                                  "launch": {"processes_per_node": 2}, "save_steps": 0})
         out[preset] = (train_model(prepared["model"], rows, d / preset, cfg), d / preset)
+    # DeepSpeed's CPU all-reduce never unlinks its 69 MB shared-memory buffers; the step removes them
+    assert set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")) <= shm
     return out
 
 
@@ -139,15 +144,15 @@ def test_batch_split_and_precision_choices():
 
 
 def test_launcher_command_single_and_multi_node(tmp_path):
-    one = launcher_command(LaunchConfig(processes_per_node=8), "m", "spec.json")
+    one = launcher_command(LaunchConfig(processes_per_node=8), 1234, "m", "spec.json")
     assert one[one.index("--num_gpus") + 1] == "8" and one[-2:] == ["m", "spec.json"] and "--module" in one
     assert one[one.index("--hostfile") + 1] == "/dev/null"  # never a stray /job/hostfile on one node
     hosts = tmp_path / "hostfile"
     hosts.write_text("node-0 slots=8\nnode-1 slots=8\n")
     two = launcher_command(LaunchConfig(processes_per_node=8, nodes=2, hostfile=str(hosts), master_addr="node-0",
-                                        multinode_runner="openmpi"), "m", "spec.json")
+                                        multinode_runner="openmpi"), 29500, "m", "spec.json")
     for flag, value in [("--hostfile", str(hosts)), ("--num_nodes", "2"), ("--launcher", "openmpi"),
                         ("--master_addr", "node-0"), ("--master_port", "29500")]:
         assert two[two.index(flag) + 1] == value
     with pytest.raises(ValueError, match="hostfile"):
-        launcher_command(LaunchConfig(nodes=2), "m", "spec.json")
+        launcher_command(LaunchConfig(nodes=2), 29500, "m", "spec.json")

@@ -99,6 +99,7 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     seed: int = Field(0, description="Seed of data order and initialisation.")
     beta: float = Field(0.1, gt=0, description="Recipes dpo/spin: strength of the pull toward the reference model (TRL DPOConfig.beta; SPIN's lambda).")
+    nll_weight: float = Field(0.0, ge=0, description="Recipes dpo/spin: weight of a negative log-likelihood term on the chosen answer added to the preference loss (Pang et al. 2024's iterative RPO uses 1; 0 = plain DPO / SPIN).")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="'auto' = bf16 mixed precision where the GPU supports it, else fp32 (always on CPU).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about 20-30% slower. Off by default (TRL's default is on).")
     deepspeed: str | dict[str, Any] = Field("none", description="'none', a preset ('zero2', 'zero2_offload', 'zero3', 'zero3_offload': ZeRO stage 2/3, offload = optimizer (and zero3: parameters) in CPU memory), a path to a DeepSpeed JSON file, or the DeepSpeed config itself as a mapping. Anything but 'none' runs under the `deepspeed` launcher.")

@@ -137,20 +137,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launcher_command(launch: LaunchConfig, module: str, *args: str) -> list[str]:
+def master_port(launch: LaunchConfig) -> int:
+    """The rendezvous port: the configured one, else 29500 across nodes, else a free one (so that two steps
+    on one machine do not collide)."""
+    return launch.master_port or (29500 if launch.nodes > 1 else free_port())
+
+
+def launcher_command(launch: LaunchConfig, port: int, module: str, *args: str) -> list[str]:
     """`deepspeed ... --module MODULE ARGS`, as a command list (run with this interpreter)."""
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(launch.processes_per_node),
-           "--no_local_rank", "--module"]
+           "--no_local_rank", "--master_port", str(port), "--module"]
     if launch.nodes > 1:
         if not launch.hostfile or not Path(launch.hostfile).is_file():
             raise ValueError(f"train.launch.nodes is {launch.nodes} but train.launch.hostfile "
                              f"({launch.hostfile!r}) is not a file; list the nodes there ('host slots=N' per line)")
         cmd += ["--hostfile", launch.hostfile, "--num_nodes", str(launch.nodes),
-                "--launcher", launch.multinode_runner, "--master_port", str(launch.master_port or 29500)]
+                "--launcher", launch.multinode_runner]
     else:
-        # One node: never pick up a hostfile lying at DeepSpeed's default path (/job/hostfile), and take a
-        # free port, so that two steps on one machine do not collide.
-        cmd += ["--hostfile", os.devnull, "--master_port", str(launch.master_port or free_port())]
+        # One node: never pick up a hostfile lying at DeepSpeed's default path (/job/hostfile).
+        cmd += ["--hostfile", os.devnull]
     if launch.master_addr:
         cmd += ["--master_addr", launch.master_addr]
     return [*cmd, module, *args]
+
+
+def remove_shm_buffers(port: int) -> None:
+    """Delete the shared-memory buffers of DeepSpeed's CPU all-reduce for the run on `port`.
+
+    Each CPU rank creates /dev/shm/deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank> (69 MB in 0.19.8)
+    and never unlinks it (ops/csrc/cpu/comm/shm.cpp), so every CPU run would leave RAM behind.
+    """
+    for f in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_*"):
+        f.unlink(missing_ok=True)

@@ -2,11 +2,12 @@
 
 Both minimise the same logistic loss on the difference of policy-vs-reference log-ratios of the chosen and
 the rejected completion (DPO, Rafailov et al. 2023, TRL `loss_type="sigmoid"`; SPIN's objective, Chen et
-al. 2024 eq. 4.7 with the logistic loss, is this loss with beta = SPIN's lambda). They differ in the pairs
-(`flywheel.steps.pairs`): dpo prefers a verified-correct sample to a verified-wrong one (iterative DPO,
-Xiong et al. 2024; Pang et al. 2024), spin prefers the labelled seed answer to the model's own generation.
-The reference model is the model training starts from, i.e. the previous iteration's model with
-`train.init_from: current` (SPIN's opponent).
+al. 2024 section 4, with the logistic loss is this loss with beta = SPIN's lambda). They differ in the
+pairs (`flywheel.steps.pairs`): dpo prefers a verified-correct sample to a verified-wrong one (iterative
+DPO, Xiong et al. 2024; Pang et al. 2024), spin prefers the labelled seed answer to the model's own
+generation. With `train.nll_weight` > 0 an NLL term on the chosen answer is added (Pang et al.'s
+iterative RPO, who found the NLL term important for reasoning accuracy). The reference model is the model
+training starts from: the previous iteration's model with `train.init_from: current` (SPIN's opponent).
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ def make_trainer(model_dir: str, rows: pd.DataFrame, args: dict[str, Any], t: Tr
     from flywheel.model import load_model
 
     # The arguments first: under ZeRO-3 they make `from_pretrained` load each weight already sharded.
-    config = DPOConfig(**args, beta=t.beta, loss_type=["sigmoid"])
+    # nll_weight > 0 adds TRL's "sft" loss (mean NLL of the chosen tokens): DPO + NLL is Pang et al.'s RPO.
+    if t.nll_weight:
+        losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, t.nll_weight]}
+    else:
+        losses = {"loss_type": ["sigmoid"]}
+    config = DPOConfig(**args, beta=t.beta, **losses)
     model, tok = load_model(model_dir)
     reference, _ = load_model(model_dir)  # frozen: TRL only runs it under no_grad
     tok.padding_side = "right"

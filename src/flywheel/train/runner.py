@@ -34,7 +34,8 @@ from flywheel.config import TrainConfig
 from flywheel.io import atomic_dir, read_json, read_table, write_json
 from flywheel.schema import PREFERENCE_COLUMNS, TRAIN_COLUMNS
 from flywheel.train.distributed import (batch_split, deepspeed_config, gpu_available, init_process,
-                                        launcher_command, resolve_precision, uses_launcher)
+                                        launcher_command, master_port, remove_shm_buffers, resolve_precision,
+                                        uses_launcher)
 
 MODULE = "flywheel.train.runner"
 
@@ -94,8 +95,12 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
         if not gpu_available():
             # CPU ranks: split this machine's cores between them instead of each rank taking all of them.
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // t.launch.processes_per_node)))
-        cmd = launcher_command(t.launch, MODULE, str(folder / "spec.json"))
-        rc = subprocess.run(cmd, env=env).returncode
+        port = master_port(t.launch)
+        try:
+            cmd = launcher_command(t.launch, port, MODULE, str(folder / "spec.json"))
+            rc = subprocess.run(cmd, env=env).returncode
+        finally:
+            remove_shm_buffers(port)
         if rc != 0:
             raise RuntimeError(f"train: the deepspeed launcher exited with status {rc} (the ranks' logs are above); "
                                f"the same step run again resumes from the last checkpoint in {folder}")
@@ -133,7 +138,7 @@ def training_arguments(t: TrainConfig, out: str, max_length: int, world_size: in
         save_total_limit=1, report_to=[], logging_steps=max(1, t.max_steps // 20),
         # use_cpu with DeepSpeed would hide DeepSpeed from the Trainer (stack-facts.md, section 2).
         use_cpu=not on_gpu and deepspeed is None, bf16=precision == "bf16", fp16=precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing, deepspeed=deepspeed, dataset_num_proc=None,
+        activation_checkpointing=t.gradient_checkpointing, deepspeed=deepspeed, dataset_num_proc=None,
         disable_tqdm=False, log_level="warning",
     )
     if accelerator_config:
