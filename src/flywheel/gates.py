@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -99,6 +100,11 @@ class NgramIndex:
 
 def _gx():
     """Import GX and define the custom expectations once (importing GX costs ~2 s; only gated steps pay)."""
+    with _GX_LOCK:
+        return _gx_locked()
+
+
+def _gx_locked():
     global _GX
     if _GX is not None:
         return _GX
@@ -207,6 +213,14 @@ def _gx():
 
 
 _GX: dict | None = None
+_GX_LOCK = threading.Lock()
+
+
+def preload(cfg: Config) -> None:
+    """Import GX in a background thread while a long step works (generate, evaluate: torch releases the
+    GIL), so the gate at its end does not wait ~2 s for the import. Does nothing with gates off."""
+    if cfg.gates.enabled and _GX is None:
+        threading.Thread(target=_gx, name="gx-preload", daemon=True).start()
 
 
 def expectations():

@@ -144,6 +144,7 @@ def write_report(summary: dict, path: str | Path) -> Path:
             f"<td>{html.escape(e['reason'])}</td></tr>" for e in summary["examples"])
         examples = (f"<h2>Sample rows (iteration {summary.get('examples_iteration')})</h2><table><tr><th>prompt</th>"
                     f"<th>completion</th><th>reference</th><th>verdict</th></tr>{rows}</table>")
+    gates = _gates_table(its)
     cfg = summary["config"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>flywheel report</title><style>
 body{{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;color:#222}}
@@ -153,7 +154,30 @@ th{{background:#f4f4f4}} tr.ok td{{background:#eefbee}} tr.bad td{{background:#f
 .lead{{font-size:1.15em;background:#f7f7ff;padding:.6em 1em;border-left:4px solid #66f}}</style></head><body>
 <h1>flywheel: {html.escape(cfg['task']['name'])} &middot; {html.escape(cfg['model']['base'])} &middot;
 recipe {html.escape(cfg['train']['recipe'])}</h1>
-<p class="lead">{headline}</p>{plots}<h2>Per iteration</h2><table>{table}</table>{examples}
+<p class="lead">{headline}</p>{plots}<h2>Per iteration</h2><table>{table}</table>{gates}{examples}
 <p style="color:#777;font-size:.85em">summary.json beside this file has every metric of every step.</p>
 </body></html>"""
     return write_text(page, path)
+
+
+GATES = (("generate", "samples"), ("verify", "verdicts"), ("curate", "curated"), ("eval", "results"))
+
+
+def _gates_table(its: list[dict]) -> str:
+    """Quality gates per iteration: passed / warnings / off, with the rules behind each (docs/data.md)."""
+    def cell(g: dict | None) -> str:
+        if not g:
+            return "<td>-</td>"
+        if not g.get("enabled", True):
+            return "<td>off</td>"
+        warn = f"<br>warn: {html.escape(', '.join(g['warnings']))}" if g.get("warnings") else ""
+        return f"<td title='{html.escape(g.get('report', ''))}'>passed ({g['rules']} rules){warn}</td>"
+
+    rows = "".join("<tr><td>" + str(it["iteration"]) + "</td>" + "".join(
+        cell(it.get(step, {}).get("gate")) for step, _ in GATES) + "</tr>" for it in its)
+    if not any(it.get(step, {}).get("gate") for it in its for step, _ in GATES):
+        return ""
+    head = "".join(f"<th>{name}</th>" for _, name in GATES)
+    return (f"<h2>Quality gates</h2><table><tr><th>iteration</th>{head}</tr>{rows}</table>"
+            "<p style='color:#777;font-size:.85em'>A failed gate stops its step; each gate's report "
+            "(<code>*.gate.md</code>) and result (<code>*.gate.json</code>) lie beside its data.</p>")

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flywheel.config import Config
-from flywheel.gates import check_gate, expectations, rule
+from flywheel.gates import check_gate, expectations, preload, rule
 from flywheel.steps import step
 from flywheel.io import read_table, write_table
 from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS
@@ -56,6 +56,7 @@ def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: 
     """Sample `generate.samples_per_prompt` completions for every prompt; one row per sample."""
     from flywheel.model import load_model
 
+    preload(cfg)  # the gate's GX import overlaps the decoding
     g = cfg.generate
     problems = read_table(prompts_path, PROBLEM_COLUMNS, what="prompts")
     model, tok = load_model(model_dir)
