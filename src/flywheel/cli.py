@@ -77,6 +77,17 @@ def print_summary(summary: dict) -> None:
               f"{it.get('curate', {}).get('kept', 0):>4}  {it.get('train', {}).get('loss', float('nan')):>10.4f}")
 
 
+def cmd_dvc_yaml(args) -> int:
+    from flywheel.versions import dvc_yaml
+
+    text = dvc_yaml(args.config)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_compile(args) -> int:
     from flywheel.pipelines.flywheel_pipeline import compile_pipeline
 
@@ -176,6 +187,8 @@ def make_parser() -> argparse.ArgumentParser:
     sp = command("compile", cmd_compile, "compile the pipeline to KFP IR YAML")
     sp.add_argument("-o", "--output", required=True, help="IR YAML file to write")
 
+    sp = command("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml: the steps as DVC stages, params from the config")
+    sp.add_argument("-o", "--output", help="file to write (default: stdout)")
     sp = step("prepare", cmd_prepare, "write the task's labelled seed set and held-out evaluation sets")
     sp.add_argument("--seed-set", required=True)
     sp.add_argument("--eval-set", required=True)

@@ -102,6 +102,18 @@ class GatesConfig(Section):
     seed_share_tolerance: float = Field(0.05, ge=0, le=1, description="Allowed gap between the curated set's share of seed rows and curate.seed_fraction (plus one row of rounding).")
 
 
+class DvcSourceConfig(Section):
+    repo: str = Field("", description="Git repository (URL or local path) that tracks the table with DVC; empty: this repository.")
+    path: str = Field(description="Path of the table in that repository: Parquet, JSONL or CSV.")
+    rev: str = Field("", description="Branch, tag or commit to read; empty: the current workspace / HEAD.")
+    remote: str = Field("", description="DVC remote to fetch from; empty: the repository's default remote.")
+
+
+class DataConfig(Section):
+    seed_set: DvcSourceConfig | None = Field(None, description="Read the labelled seed set from DVC ({repo, path, rev}) instead of the task's; columns prompt_id, prompt, reference, difficulty, completion.")
+    eval_set: DvcSourceConfig | None = Field(None, description="Read the held-out problems from DVC ({repo, path, rev}) instead of the task's; columns prompt_id, prompt, reference, difficulty.")
+
+
 class PipelineConfig(Section):
     name: str = Field("flywheel", description="KFP pipeline name.")
     image: str = Field("ghcr.io/flywheel-ml/flywheel-python:0.1.0", description="Base image of every component (must contain the package). 'python' in the name keeps kfp.local quiet.")
@@ -122,6 +134,7 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning on curated rows.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Held-out evaluation.")
     gates: GatesConfig = Field(default_factory=GatesConfig, description="Quality gates (Great Expectations) on every artifact.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Input datasets named by DVC coordinates (docs/data.md).")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="KFP settings.")
 
     @model_validator(mode="after")
