@@ -49,7 +49,8 @@ def build_pipeline(cfg: Config):
         model = base.outputs["model"]
         ev = c.evaluate(config=config, iteration=0, model=model, eval_set=eval_set, seed_set=seed_set)
         ev.set_display_name("evaluate 0")
-        rec = c.record(config=config, iteration=0, evaluation=ev.outputs["metrics"])
+        rec = c.record(config=config, iteration=0, evaluation=ev.outputs["metrics"],
+                       preparation=data.outputs["metrics"], results=ev.outputs["results"])
         rec.set_display_name("record 0")
         curated = None
 
@@ -69,7 +70,9 @@ def build_pipeline(cfg: Config):
             rec = c.record(config=config, iteration=i, evaluation=ev.outputs["metrics"],
                            previous=rec.outputs["summary"], generation=gen.outputs["metrics"],
                            verification=ver.outputs["metrics"], curation=cur.outputs["metrics"],
-                           training=tr.outputs["metrics"], verdicts=ver.outputs["verdicts"])
+                           training=tr.outputs["metrics"], verdicts=ver.outputs["verdicts"],
+                           dropped=cur.outputs["dropped"], curated=cur.outputs["curated"], model=tr.outputs["model"],
+                           results=ev.outputs["results"])
             rec.set_display_name(f"record {i}")
             model, curated = tr.outputs["model"], cur.outputs["curated"]
 

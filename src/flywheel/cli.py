@@ -37,6 +37,7 @@ def cmd_run(args) -> int:
     from kfp import local
 
     from flywheel.pipelines.flywheel_pipeline import build_pipeline
+    from flywheel.tracking import wandb_dir
 
     # Display names, resources and Kubernetes settings matter on a cluster only; kfp.local warns per task.
     warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
@@ -51,7 +52,8 @@ def cmd_run(args) -> int:
     print(f"flywheel: {cfg.iterations} iteration(s) of task {cfg.task.name!r} on model {cfg.model.base!r}; "
           f"outputs under {out}", flush=True)
     try:
-        task = build_pipeline(cfg)(config=cfg.to_json())
+        with wandb_dir(out):  # W&B offline runs land in DIR/wandb (the tasks inherit the environment)
+            task = build_pipeline(cfg)(config=cfg.to_json())
     except RuntimeError as err:
         print(f"error: the pipeline failed: {err}\n(the failing step's log is above; finished steps are "
               f"cached, so the same command resumes after the fix)", file=sys.stderr)

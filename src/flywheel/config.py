@@ -114,6 +114,14 @@ class DataConfig(Section):
     eval_set: DvcSourceConfig | None = Field(None, description="Read the held-out problems from DVC ({repo, path, rev}) instead of the task's; columns prompt_id, prompt, reference, difficulty.")
 
 
+class TrackingConfig(Section):
+    wandb: Literal["auto", "offline", "online", "disabled"] = Field("auto", description="Weights & Biases: 'auto' is online when WANDB_API_KEY is in the environment, else offline (files under the run's output folder); 'disabled' logs nothing.")
+    project: str = Field("flywheel", description="W&B project.")
+    entity: str = Field("", description="W&B entity (team or user); empty: the key's default.")
+    sample_rows: int = Field(64, ge=0, description="Sample rows (prompt, completion, verdict, kept or why dropped) logged per iteration as a W&B table.")
+    log_model_files: bool = Field(True, description="Upload each iteration's model as a W&B artifact (off: only its hash in the lineage metadata).")
+
+
 class PipelineConfig(Section):
     name: str = Field("flywheel", description="KFP pipeline name.")
     image: str = Field("ghcr.io/flywheel-ml/flywheel-python:0.1.0", description="Base image of every component (must contain the package). 'python' in the name keeps kfp.local quiet.")
@@ -135,6 +143,7 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Held-out evaluation.")
     gates: GatesConfig = Field(default_factory=GatesConfig, description="Quality gates (Great Expectations) on every artifact.")
     data: DataConfig = Field(default_factory=DataConfig, description="Input datasets named by DVC coordinates (docs/data.md).")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking (Weights & Biases).")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="KFP settings.")
 
     @model_validator(mode="after")

@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+import time
+import uuid
 from pathlib import Path
 
 from flywheel.config import Config
@@ -22,14 +25,30 @@ def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, repo
                      evaluate: str | Path, previous_summary: str | Path | None = None,
                      generate: str | Path | None = None, verify: str | Path | None = None,
                      curate: str | Path | None = None, train: str | Path | None = None,
-                     verdicts: str | Path | None = None) -> dict:
+                     verdicts: str | Path | None = None, prepare: str | Path | None = None,
+                     dropped: str | Path | None = None, curated: str | Path | None = None,
+                     model: str | Path | None = None, results: str | Path | None = None) -> dict:
+    """Append iteration `iteration` to the summary, with its reproducibility manifest; render the report;
+    log the iteration to W&B (`flywheel.tracking`). `prepare` (iteration 0) adds the inputs' DVC revisions
+    and hashes; `dropped`, `curated`, `model`, `results` are the iteration's artifacts, for W&B."""
+    from flywheel.tracking import track_iteration
+    from flywheel.versions import manifest
+
     summary = read_json(previous_summary, "previous summary") if previous_summary else {
         "config": cfg.model_dump(), "iterations": []}
+    # one id per pipeline run, made once and carried in the summary: groups the W&B runs of its iterations
+    summary.setdefault("run_id", f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    if prepare:
+        summary["inputs"] = read_json(prepare, "prepare metrics").get("inputs", {})
     entry: dict = {"iteration": iteration}
     for key, path in zip(STEP_KEYS, (generate, verify, curate, train, evaluate)):
         if path:
             entry[key] = read_json(path, f"{key} metrics")
     entry["durations"] = {k: entry[k].get("duration_s") for k in STEP_KEYS if k in entry}
+    entry["manifest"] = manifest(cfg, entry)
+    run_dir = os.environ.get("WANDB_DIR") or Path(summary_path).parent
+    entry["tracking"] = track_iteration(cfg, summary, entry, run_dir, verdicts=verdicts, dropped=dropped,
+                                        curated=curated, model=model, results=results)
     summary["iterations"] = [it for it in summary["iterations"] if it["iteration"] != iteration] + [entry]
     if verdicts:
         df = read_table(verdicts, ("prompt", "completion", "reference", "correct", "reason"), what="verdicts")

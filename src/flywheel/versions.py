@@ -130,6 +130,8 @@ def content_hash(path: str | Path) -> dict[str, Any]:
     """{'md5', 'size', 'path'} of a file (the md5 DVC records for it), or of a folder (md5 of the sorted
     listing of its files' relative paths and md5s, with DVC's '.dir' suffix; 'nfiles' too)."""
     p = Path(path)
+    if not p.exists():  # e.g. a hub model id
+        return {"path": str(path), "md5": None}
     if p.is_file():
         return {"path": str(p), "md5": _md5_file(p), "size": p.stat().st_size}
     files = sorted(f for f in p.rglob("*") if f.is_file())

@@ -70,7 +70,8 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
         if metrics.get("accuracy_beyond_seed") is not None and prev.get("accuracy_beyond_seed") is not None:
             metrics["delta_beyond_seed"] = metrics["accuracy_beyond_seed"] - prev["accuracy_beyond_seed"]
     write_table(df, out_path)
-    metrics["gate"] = check_gate("results", out_path, results_suite, cfg)
+    metrics["gate"] = check_gate("results", out_path, results_suite, cfg,
+                                 inputs={"model": model_dir, "eval_set": eval_path})
     return metrics
 
 

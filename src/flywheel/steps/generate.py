@@ -78,7 +78,8 @@ def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: 
     metrics = {"prompts": len(problems), "samples": len(df), "new_tokens": new_tokens,
                "seconds": round(seconds, 2), "tokens_per_second": round(new_tokens / seconds, 1),
                "unfinished": int((~df["finished"]).sum())}
-    metrics["gate"] = check_gate("samples", out_path, samples_suite, cfg)
+    metrics["gate"] = check_gate("samples", out_path, samples_suite, cfg,
+                                 inputs={"model": model_dir, "prompts": prompts_path})
     return metrics
 
 

@@ -47,7 +47,7 @@ def verify_samples(samples_path: str | Path, out_path: str | Path, cfg: Config) 
     df["reason"] = [str(v.reason) for v in verdicts]
     write_table(df, out_path)
     metrics = {"samples": len(df), "correct": int(df["correct"].sum()), **pass_metrics(df)}
-    metrics["gate"] = check_gate("verdicts", out_path, verdicts_suite, cfg)
+    metrics["gate"] = check_gate("verdicts", out_path, verdicts_suite, cfg, inputs={"samples": samples_path})
     return metrics
 
 
