@@ -166,6 +166,17 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_record(args) -> int:
+    from flywheel.report import record_iteration
+
+    s = record_iteration(_config(args), args.iteration, args.summary, args.report, evaluate=args.evaluate,
+                         previous_summary=args.previous_summary, generate=args.generate, verify=args.verify,
+                         curate=args.curate, train=args.train, verdicts=args.verdicts, prepare=args.prepare,
+                         dropped=args.dropped, curated=args.curated, model=args.model, results=args.results)
+    print_summary(s)
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flywheel", description="Self-improving language models as Kubeflow pipelines.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -227,6 +238,17 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--iteration", type=int, default=0)
     sp.add_argument("--previous-metrics", help="the previous model's evaluation metrics, to compare")
     sp.add_argument("--seed-set", help="adds accuracy on difficulties beyond the seed set")
+    sp = command("record", cmd_record, "append an iteration to summary.json (with its manifest), render the "
+                 "report, log it to W&B")
+    sp.add_argument("--iteration", type=int, required=True)
+    sp.add_argument("--summary", required=True, help="summary.json to write")
+    sp.add_argument("--report", required=True, help="report.html to write")
+    sp.add_argument("--evaluate", required=True, help="the evaluate step's metrics (JSON)")
+    sp.add_argument("--previous-summary", help="summary.json of the previous iteration")
+    for name in ("prepare", "generate", "verify", "curate", "train"):
+        sp.add_argument(f"--{name}", help=f"the {name} step's metrics (JSON)")
+    for name in ("verdicts", "dropped", "curated", "model", "results"):
+        sp.add_argument(f"--{name}", help=f"the iteration's {name} (for W&B)")
     return p
 
 

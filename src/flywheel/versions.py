@@ -35,6 +35,7 @@ STEP_PARAMS = {
     "curate": ["seed", "curate", "gates"],
     "train": ["train"],
     "evaluate": ["seed", "task", "verify", "evaluate", "generate.max_new_tokens", "generate.top_p", "gates"],
+    "record": ["tracking"],
 }
 
 
@@ -71,6 +72,17 @@ def dvc_stages(cfg: Config, config: str, raw: dict, data: str = "data", metrics:
     st["evaluate_0"] = _stage(config, ["--model", base, "--eval-set", ev, "--seed-set", seed, "--iteration", "0",
                                        "--out", f"{data}/iter_0/evaluate/results.parquet"], "evaluate",
                               [base, ev, seed], [f"{data}/iter_0/evaluate"], f"{metrics}/iter_0/evaluate.json")
+    def _record(i: int, inputs: dict[str, str]) -> dict:
+        """summary.json (with the manifest), report.html and the W&B run of iteration i, in data/iter_i/record."""
+        out = f"{data}/iter_{i}/record"
+        args = [f"--{k} {v}" for k, v in inputs.items()]
+        return {"cmd": " ".join(["flywheel", "record", config, "--iteration", str(i), *args,
+                                 "--summary", f"{out}/summary.json", "--report", f"{out}/report.html"]),
+                "deps": list(inputs.values()), "params": [{config: [k for k in STEP_PARAMS["record"] if _has(raw, k)]}],
+                "outs": [out]}
+
+    st["record_0"] = _record(0, {"evaluate": f"{metrics}/iter_0/evaluate.json", "prepare": f"{metrics}/prepare.json",
+                                 "results": f"{data}/iter_0/evaluate/results.parquet"})
     model, curated = base, None
     for i in range(1, cfg.iterations + 1):
         d, m = f"{data}/iter_{i}", f"{metrics}/iter_{i}"
@@ -99,10 +111,19 @@ def dvc_stages(cfg: Config, config: str, raw: dict, data: str = "data", metrics:
                                               "--out", f"{d}/evaluate/results.parquet"], "evaluate",
                                      [f"{d}/model", ev, seed, f"{metrics}/iter_{i - 1}/evaluate.json"],
                                      [f"{d}/evaluate"], f"{m}/evaluate.json")
+        st[f"record_{i}"] = _record(i, {"generate": f"{m}/generate.json", "verify": f"{m}/verify.json",
+                                        "curate": f"{m}/curate.json", "train": f"{m}/train.json",
+                                        "evaluate": f"{m}/evaluate.json", "verdicts": f"{d}/verify/verdicts.parquet",
+                                        "dropped": f"{d}/curate/dropped.parquet",
+                                        "curated": f"{d}/curate/curated.parquet", "model": f"{d}/model",
+                                        "results": f"{d}/evaluate/results.parquet",
+                                        "previous-summary": f"{data}/iter_{i - 1}/record/summary.json"})
         model, curated = f"{d}/model", f"{d}/curate/curated.parquet"
     for s in st.values():
         if not s["deps"]:
             del s["deps"]
+        if not s["params"][0][config]:
+            del s["params"]
     return {"stages": st}
 
 
