@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= examples/arithmetic.yaml
 OUT ?= runs/demo
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench repro clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: install
 
 bench: install
 	$(PY) bench/generate.py
+	$(PY) bench/curate.py
+
+repro: install  # the loop as DVC stages (docs/data.md)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro
 
 clean:
 	rm -rf runs $(VENV)
