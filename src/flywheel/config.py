@@ -104,14 +104,14 @@ class GatesConfig(Section):
 
 class DvcSourceConfig(Section):
     repo: str = Field("", description="Git repository (URL or local path) that tracks the table with DVC; empty: this repository.")
-    path: str = Field(description="Path of the table in that repository: Parquet, JSONL or CSV.")
+    path: str = Field("", description="Path of the table in that repository: Parquet, JSONL or CSV; empty: not read from DVC.")
     rev: str = Field("", description="Branch, tag or commit to read; empty: the current workspace / HEAD.")
     remote: str = Field("", description="DVC remote to fetch from; empty: the repository's default remote.")
 
 
 class DataConfig(Section):
-    seed_set: DvcSourceConfig | None = Field(None, description="Read the labelled seed set from DVC ({repo, path, rev}) instead of the task's; columns prompt_id, prompt, reference, difficulty, completion.")
-    eval_set: DvcSourceConfig | None = Field(None, description="Read the held-out problems from DVC ({repo, path, rev}) instead of the task's; columns prompt_id, prompt, reference, difficulty.")
+    seed_set: DvcSourceConfig = Field(default_factory=DvcSourceConfig, description="The labelled seed set from DVC ({repo, path, rev}) instead of the task's; columns prompt_id, prompt, reference, difficulty, completion.")
+    eval_set: DvcSourceConfig = Field(default_factory=DvcSourceConfig, description="The held-out problems from DVC ({repo, path, rev}) instead of the task's; columns prompt_id, prompt, reference, difficulty.")
 
 
 class TrackingConfig(Section):

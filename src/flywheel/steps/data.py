@@ -22,11 +22,11 @@ def make_datasets(cfg: Config, seed_path: str | Path, eval_path: str | Path) -> 
     """Write the labelled seed set and the held-out evaluation sets as Parquet."""
     task = task_of(cfg)
     inputs = {}
-    if cfg.data.seed_set:  # named by DVC coordinates: read with dvc.api, revision and hash recorded
+    if cfg.data.seed_set.path:  # named by DVC coordinates: read with dvc.api, revision and hash recorded
         seed, inputs["seed_set"] = _dvc_table(cfg.data.seed_set, SEED_COLUMNS, "data.seed_set")
     else:
         seed = pd.DataFrame(task.seed_set(cfg.seed), columns=list(SEED_COLUMNS))
-    if cfg.data.eval_set:
+    if cfg.data.eval_set.path:
         evals, inputs["eval_set"] = _dvc_table(cfg.data.eval_set, PROBLEM_COLUMNS, "data.eval_set")
     else:
         evals = pd.DataFrame(task.eval_sets(cfg.evaluate.per_difficulty, cfg.seed), columns=list(PROBLEM_COLUMNS))
