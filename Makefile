@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= examples/arithmetic.yaml
 OUT ?= runs/demo
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench repro clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ bench: install
 	$(PY) bench/generate.py
 	$(PY) bench/verify.py
 	$(PY) bench/train.py
+	$(PY) bench/curate.py
+
+repro: install  # the loop as DVC stages (docs/data.md)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro
 
 clean:
 	rm -rf runs $(VENV)

@@ -162,8 +162,11 @@ def promote(config: str, iteration: int, champion: Input[Model], champion_result
 def record(config: str, iteration: int, evaluation: Input[Metrics], summary: Output[Artifact],
            report: Output[HTML], previous: Input[Artifact] = None, generation: Input[Metrics] = None,
            verification: Input[Metrics] = None, curation: Input[Metrics] = None, training: Input[Metrics] = None,
-           promotion: Input[Metrics] = None, verdicts: Input[Dataset] = None):
-    """Append the iteration's metrics to the run summary (JSON) and render the report (HTML)."""
+           promotion: Input[Metrics] = None, verdicts: Input[Dataset] = None, preparation: Input[Metrics] = None,
+           dropped: Input[Dataset] = None, curated: Input[Dataset] = None, model: Input[Model] = None,
+           results: Input[Dataset] = None):
+    """Append the iteration's metrics and reproducibility manifest to the run summary (JSON), render the
+    report (HTML), and log the iteration to W&B (metrics, gates, sample rows, artifacts)."""
     from flywheel.config import config_from_json
     from flywheel.report import record_iteration
 
@@ -173,7 +176,8 @@ def record(config: str, iteration: int, evaluation: Input[Metrics], summary: Out
     record_iteration(config_from_json(config), iteration, summary.path, report.path,
                      previous_summary=path(previous), evaluate=evaluation.path, generate=path(generation),
                      verify=path(verification), curate=path(curation), train=path(training),
-                     promote=path(promotion), verdicts=path(verdicts))
+                     promote=path(promotion), verdicts=path(verdicts), prepare=path(preparation),
+                     dropped=path(dropped), curated=path(curated), model=path(model), results=path(results))
 
 
 STEPS = (prepare_data, init_model, sample_prompts, generate, verify, merge_shards, curate, train, evaluate, promote,

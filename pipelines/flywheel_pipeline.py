@@ -45,7 +45,8 @@ def build_pipeline(cfg: Config):
         base = c.init_model(config=config, seed_set=seed_set).set_display_name("init model")
         ev = c.evaluate(config=config, iteration=0, model=base.outputs["model"], eval_set=eval_set,
                         seed_set=seed_set).set_display_name("evaluate 0")
-        rec = c.record(config=config, iteration=0, evaluation=ev.outputs["metrics"]).set_display_name("record 0")
+        rec = c.record(config=config, iteration=0, evaluation=ev.outputs["metrics"],
+                       preparation=data.outputs["metrics"], results=ev.outputs["results"]).set_display_name("record 0")
         champion = {"champion": base.outputs["model"], "champion_results": ev.outputs["results"],
                     "champion_metrics": ev.outputs["metrics"]}
         curated = decision = None
@@ -73,7 +74,8 @@ def build_pipeline(cfg: Config):
                                previous=rec.outputs["summary"], generation=gv.generation,
                                verification=gv.verification, curation=cur.outputs["metrics"],
                                training=tr.outputs["metrics"], promotion=decision.outputs["decision"],
-                               verdicts=gv.verdicts).set_display_name(f"record {i}")
+                               verdicts=gv.verdicts, dropped=cur.outputs["dropped"], curated=cur.outputs["curated"],
+                               model=tr.outputs["model"], results=ev.outputs["results"]).set_display_name(f"record {i}")
                 champion = {"champion": decision.outputs["model"], "champion_results": decision.outputs["results"],
                             "champion_metrics": decision.outputs["metrics"]}
                 curated = cur.outputs["curated"]

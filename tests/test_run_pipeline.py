@@ -63,6 +63,20 @@ def test_artifacts_are_parquet_with_the_documented_columns(run):
     read_table(root / "curate-2" / "dropped", DROPPED_COLUMNS)
 
 
+def test_gates_tracking_and_manifest_in_a_pipeline_run(run):
+    """Every gated step passed and published its report (KFP Markdown output); summary, report and the
+    W&B offline runs show the gates; every iteration has its manifest."""
+    root = next((run["out"] / "kfp").iterdir())
+    for task, gate in (("generate", "samples"), ("verify-2", "verdicts"), ("curate", "curated"), ("evaluate", "results")):
+        assert (root / task / "gate").read_text().startswith(f"# Quality gate `{gate}`: passed")
+    summary = json.loads((run["out"] / "summary.json").read_text())
+    for it in summary["iterations"][1:]:
+        assert all(it[k]["gate"]["passed"] for k in ("generate", "verify", "curate", "eval"))
+        assert it["manifest"]["hashes"]["curate.output"]["md5"] and it["tracking"]["mode"] == "offline"
+    assert "Quality gates" in (run["out"] / "report.html").read_text()
+    assert len(list((run["out"] / "wandb").glob("offline-run-*"))) == 3
+
+
 def test_rerun_resumes_from_the_cache(run, capsys):
     before = (run["out"] / "summary.json").read_text()
     t0 = time.perf_counter()

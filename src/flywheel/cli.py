@@ -38,6 +38,7 @@ def cmd_run(args) -> int:
     from kfp import local
 
     from flywheel.pipelines.flywheel_pipeline import build_pipeline
+    from flywheel.tracking import wandb_dir
 
     # Display names, resources and Kubernetes settings matter on a cluster only; kfp.local warns per task.
     warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
@@ -55,7 +56,8 @@ def cmd_run(args) -> int:
     print(f"flywheel: {cfg.iterations} iteration(s) of task {cfg.task.name!r} on model {cfg.model.base!r}; "
           f"outputs under {out}", flush=True)
     try:
-        build_pipeline(cfg)(config=cfg.to_json())
+        with wandb_dir(out):  # W&B offline runs land in DIR/wandb (the tasks inherit the environment)
+            build_pipeline(cfg)(config=cfg.to_json())
     except RuntimeError as err:
         print(f"error: the pipeline failed: {err}\n(the failing step's log is above; finished steps are "
               f"cached, so the same command resumes after the fix)", file=sys.stderr)
@@ -107,6 +109,17 @@ def cmd_compare(args) -> int:
 
     print_rows(compare_runs(args.runs, args.out))
     print(f"\ncomparison: {args.out}")
+    return 0
+
+
+def cmd_dvc_yaml(args) -> int:
+    from flywheel.versions import dvc_yaml
+
+    text = dvc_yaml(args.config)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -187,6 +200,17 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_record(args) -> int:
+    from flywheel.report import record_iteration
+
+    s = record_iteration(_config(args), args.iteration, args.summary, args.report, evaluate=args.evaluate,
+                         previous_summary=args.previous_summary, generate=args.generate, verify=args.verify,
+                         curate=args.curate, train=args.train, verdicts=args.verdicts, prepare=args.prepare,
+                         dropped=args.dropped, curated=args.curated, model=args.model, results=args.results)
+    print_summary(s)
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flywheel", description="Self-improving language models as Kubeflow pipelines.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -219,6 +243,8 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="HTML file to write")
     sp.set_defaults(fn=cmd_compare)
 
+    sp = command("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml: the steps as DVC stages, params from the config")
+    sp.add_argument("-o", "--output", help="file to write (default: stdout)")
     sp = step("prepare", cmd_prepare, "write the task's labelled seed set and held-out evaluation sets")
     sp.add_argument("--seed-set", required=True)
     sp.add_argument("--eval-set", required=True)
@@ -257,6 +283,17 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--iteration", type=int, default=0)
     sp.add_argument("--previous-metrics", help="the previous model's evaluation metrics, to compare")
     sp.add_argument("--seed-set", help="adds accuracy on difficulties beyond the seed set")
+    sp = command("record", cmd_record, "append an iteration to summary.json (with its manifest), render the "
+                 "report, log it to W&B")
+    sp.add_argument("--iteration", type=int, required=True)
+    sp.add_argument("--summary", required=True, help="summary.json to write")
+    sp.add_argument("--report", required=True, help="report.html to write")
+    sp.add_argument("--evaluate", required=True, help="the evaluate step's metrics (JSON)")
+    sp.add_argument("--previous-summary", help="summary.json of the previous iteration")
+    for name in ("prepare", "generate", "verify", "curate", "train"):
+        sp.add_argument(f"--{name}", help=f"the {name} step's metrics (JSON)")
+    for name in ("verdicts", "dropped", "curated", "model", "results"):
+        sp.add_argument(f"--{name}", help=f"the iteration's {name} (for W&B)")
     return p
 
 

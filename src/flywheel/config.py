@@ -140,6 +140,26 @@ class GatesConfig(Section):
     seed_share_tolerance: float = Field(0.05, ge=0, le=1, description="Allowed gap between the curated set's share of seed rows and curate.seed_fraction (plus one row of rounding).")
 
 
+class DvcSourceConfig(Section):
+    repo: str = Field("", description="Git repository (URL or local path) that tracks the table with DVC; empty: this repository.")
+    path: str = Field("", description="Path of the table in that repository: Parquet, JSONL or CSV; empty: not read from DVC.")
+    rev: str = Field("", description="Branch, tag or commit to read; empty: the current workspace / HEAD.")
+    remote: str = Field("", description="DVC remote to fetch from; empty: the repository's default remote.")
+
+
+class DataConfig(Section):
+    seed_set: DvcSourceConfig = Field(default_factory=DvcSourceConfig, description="The labelled seed set from DVC ({repo, path, rev}) instead of the task's; columns prompt_id, prompt, reference, difficulty, completion.")
+    eval_set: DvcSourceConfig = Field(default_factory=DvcSourceConfig, description="The held-out problems from DVC ({repo, path, rev}) instead of the task's; columns prompt_id, prompt, reference, difficulty.")
+
+
+class TrackingConfig(Section):
+    wandb: Literal["auto", "offline", "online", "disabled"] = Field("auto", description="Weights & Biases: 'auto' is online when WANDB_API_KEY is in the environment, else offline (files under the run's output folder); 'disabled' logs nothing.")
+    project: str = Field("flywheel", description="W&B project.")
+    entity: str = Field("", description="W&B entity (team or user); empty: the key's default.")
+    sample_rows: int = Field(64, ge=0, description="Sample rows (prompt, completion, verdict, kept or why dropped) logged per iteration as a W&B table.")
+    log_model_files: bool = Field(True, description="Upload each iteration's model as a W&B artifact (off: only its hash in the lineage metadata).")
+
+
 class PipelineConfig(Section):
     name: str = Field("flywheel", description="KFP pipeline name.")
     image: str = Field("flywheel-python:0.1.0", description="Base image of every component (must contain the package), with your registry prefix on a cluster (see docs/deploy.md). 'python' in the name keeps kfp.local quiet.")
@@ -161,6 +181,8 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Held-out evaluation.")
     promote: PromoteConfig = Field(default_factory=PromoteConfig, description="Champion/challenger promotion and stop criteria.")
     gates: GatesConfig = Field(default_factory=GatesConfig, description="Quality gates (Great Expectations) on every artifact.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Input datasets named by DVC coordinates (docs/data.md).")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking (Weights & Biases).")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="KFP settings.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Kubernetes placement of each step (GPUs, nodes, secrets, volumes), fan-out and multi-node training; ignored by local runs except `shards`. See docs/deploy.md.")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -99,6 +100,11 @@ class NgramIndex:
 
 def _gx():
     """Import GX and define the custom expectations once (importing GX costs ~2 s; only gated steps pay)."""
+    with _GX_LOCK:
+        return _gx_locked()
+
+
+def _gx_locked():
     global _GX
     if _GX is not None:
         return _GX
@@ -207,6 +213,14 @@ def _gx():
 
 
 _GX: dict | None = None
+_GX_LOCK = threading.Lock()
+
+
+def preload(cfg: Config) -> None:
+    """Import GX in a background thread while a long step works (generate, evaluate: torch releases the
+    GIL), so the gate at its end does not wait ~2 s for the import. Does nothing with gates off."""
+    if cfg.gates.enabled and _GX is None:
+        threading.Thread(target=_gx, name="gx-preload", daemon=True).start()
 
 
 def expectations():
@@ -237,15 +251,22 @@ def report_paths(data_path: str | Path) -> tuple[Path, Path]:
     return p.with_name(f"{stem}.gate.json"), p.with_name(f"{stem}.gate.md")
 
 
-def check_gate(name: str, data_path: str | Path, suite: Callable[..., list], cfg: Config, **context) -> dict:
+def check_gate(name: str, data_path: str | Path, suite: Callable[..., list], cfg: Config,
+               inputs: dict[str, str | Path | None] | None = None, **context) -> dict:
     """Validate the artifact at `data_path` with the rules `suite(cfg, **context)`; see the module docstring.
 
-    Returns the gate's summary for the step metrics; raises GateError when a rule of severity 'critical'
-    failed. With `gates.enabled: false` nothing is imported or written and {"enabled": False} is returned.
+    Returns the gate's summary for the step metrics, with `hashes`: the content hash of the artifact and of
+    the step's `inputs` (role -> path), which the iteration's reproducibility manifest collects. Raises
+    GateError when a rule of severity 'critical' failed. With `gates.enabled: false` only the hashes are
+    computed: GX is not imported and nothing is written.
     """
+    from flywheel.versions import content_hash
+
+    hashes = {"output": content_hash(data_path)}
+    hashes.update({role: content_hash(p) for role, p in (inputs or {}).items() if p})
     g = cfg.gates
     if not g.enabled:
-        return {"enabled": False}
+        return {"enabled": False, "hashes": hashes}
     t0 = time.perf_counter()
     gx = _gx()["gx"]
     df = read_table(data_path, what=name)
@@ -278,7 +299,7 @@ def check_gate(name: str, data_path: str | Path, suite: Callable[..., list], cfg
         "enabled": True, "passed": not failed, "rules": len(outcomes), "failed": [o["rule"] for o in failed],
         "warnings": [o["rule"] for o in warned],
         "observed": {o["rule"]: o["observed_value"] for o in outcomes if o["observed_value"] is not None},
-        "report": str(md_path), "seconds": round(time.perf_counter() - t0, 3),
+        "report": str(md_path), "seconds": round(time.perf_counter() - t0, 3), "hashes": hashes,
     }
     if failed:
         lines = [f"quality gate '{name}' failed on {data_path} ({len(df)} rows):"]

@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+import time
+import uuid
 from pathlib import Path
 
 from flywheel.config import Config
@@ -25,20 +28,38 @@ def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, repo
                      evaluate: str | Path, previous_summary: str | Path | None = None,
                      generate: str | Path | None = None, verify: str | Path | None = None,
                      curate: str | Path | None = None, train: str | Path | None = None,
-                     promote: str | Path | None = None, verdicts: str | Path | None = None) -> dict:
+                     promote: str | Path | None = None, verdicts: str | Path | None = None,
+                     prepare: str | Path | None = None, dropped: str | Path | None = None,
+                     curated: str | Path | None = None, model: str | Path | None = None,
+                     results: str | Path | None = None) -> dict:
+    """Append iteration `iteration` to the summary, with its reproducibility manifest; render the report;
+    log the iteration to W&B (`flywheel.tracking`). `prepare` (iteration 0) adds the inputs' DVC revisions
+    and hashes; `dropped`, `curated`, `model`, `results` are the iteration's artifacts, for W&B."""
+    from flywheel.tracking import track_iteration
+    from flywheel.versions import manifest
+
     summary = read_json(previous_summary, "previous summary") if previous_summary else {
         "config": cfg.model_dump(mode="json"), "iterations": []}
+    # one id per pipeline run, made once and carried in the summary: groups the W&B runs of its iterations
+    summary.setdefault("run_id", f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    if prepare:
+        summary["inputs"] = read_json(prepare, "prepare metrics").get("inputs", {})
     entry: dict = {"iteration": iteration}
     for key, path in zip(STEP_KEYS, (generate, verify, curate, train, evaluate, promote)):
         if path:
             entry[key] = read_json(path, f"{key} metrics")
     entry["durations"] = {k: entry[k].get("duration_s") for k in STEP_KEYS if k in entry}
-    summary["iterations"] = [it for it in summary["iterations"] if it["iteration"] != iteration] + [entry]
-    if verdicts:
-        df = read_table(verdicts, VERDICT_COLUMNS, what="verdicts")
+    df = read_table(verdicts, VERDICT_COLUMNS, what="verdicts") if verdicts else None
+    if df is not None:
         # Judge the configured verifier against the task's reference check when they differ.
         gold = None if cfg.verify.verifier == "task" else gold_labels(task_of(cfg), df)
         entry["health"] = iteration_health(df, gold=gold, n_star=cfg.curate.max_per_prompt)
+    entry["manifest"] = manifest(cfg, entry)
+    run_dir = os.environ.get("WANDB_DIR") or Path(summary_path).parent
+    entry["tracking"] = track_iteration(cfg, summary, entry, run_dir, verdicts=verdicts, dropped=dropped,
+                                        curated=curated, model=model, results=results)
+    summary["iterations"] = [it for it in summary["iterations"] if it["iteration"] != iteration] + [entry]
+    if df is not None:
         picks = df[df["correct"]].head(4).to_dict("records") + df[~df["correct"]].head(4).to_dict("records")
         summary["examples"] = [{k: r[k] for k in ("prompt", "completion", "reference", "correct", "reason")}
                                for r in picks]
@@ -173,6 +194,7 @@ def write_report(summary: dict, path: str | Path) -> Path:
             f"<td>{html.escape(e['reason'])}</td></tr>" for e in summary["examples"])
         examples = (f"<h2>Sample rows (iteration {summary.get('examples_iteration')})</h2><table><tr><th>prompt</th>"
                     f"<th>completion</th><th>reference</th><th>verdict</th></tr>{rows}</table>")
+    gates = _gates_table(its)
     cfg = summary["config"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>flywheel report</title><style>
 body{{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;color:#222}}
@@ -182,7 +204,30 @@ th{{background:#f4f4f4}} tr.ok td{{background:#eefbee}} tr.bad td{{background:#f
 .lead{{font-size:1.15em;background:#f7f7ff;padding:.6em 1em;border-left:4px solid #66f}}</style></head><body>
 <h1>flywheel: {html.escape(cfg['task']['name'])} &middot; {html.escape(cfg['model']['base'])} &middot;
 recipe {html.escape(cfg['train']['recipe'])}</h1>
-<p class="lead">{headline}</p>{plots}<h2>Per iteration</h2><table>{table}</table>{examples}
+<p class="lead">{headline}</p>{plots}<h2>Per iteration</h2><table>{table}</table>{gates}{examples}
 <p style="color:#777;font-size:.85em">summary.json beside this file has every metric of every step.</p>
 </body></html>"""
     return write_text(page, path)
+
+
+GATES = (("generate", "samples"), ("verify", "verdicts"), ("curate", "curated"), ("eval", "results"))
+
+
+def _gates_table(its: list[dict]) -> str:
+    """Quality gates per iteration: passed / warnings / off, with the rules behind each (docs/data.md)."""
+    def cell(g: dict | None) -> str:
+        if not g:
+            return "<td>-</td>"
+        if not g.get("enabled", True):
+            return "<td>off</td>"
+        warn = f"<br>warn: {html.escape(', '.join(g['warnings']))}" if g.get("warnings") else ""
+        return f"<td title='{html.escape(g.get('report', ''))}'>passed ({g['rules']} rules){warn}</td>"
+
+    rows = "".join("<tr><td>" + str(it["iteration"]) + "</td>" + "".join(
+        cell(it.get(step, {}).get("gate")) for step, _ in GATES) + "</tr>" for it in its)
+    if not any(it.get(step, {}).get("gate") for it in its for step, _ in GATES):
+        return ""
+    head = "".join(f"<th>{name}</th>" for _, name in GATES)
+    return (f"<h2>Quality gates</h2><table><tr><th>iteration</th>{head}</tr>{rows}</table>"
+            "<p style='color:#777;font-size:.85em'>A failed gate stops its step; each gate's report "
+            "(<code>*.gate.md</code>) and result (<code>*.gate.json</code>) lie beside its data.</p>")

@@ -99,6 +99,8 @@ def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: s
     if eval_path:
         read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")  # one clear error for a wrong file
     metrics["gate"] = check_gate("curated", out_path, curated_suite, cfg, eval_path=eval_path,
+                                 inputs={"verdicts": verdicts_path, "seed_set": seed_path, "previous": previous_path,
+                                         "eval_set": eval_path, "dropped": dropped_path},
                                  fallback=fallback is not None, rows=len(curated))
     return metrics
 

@@ -22,8 +22,15 @@ def task_of(cfg: Config):
 def make_datasets(cfg: Config, seed_path: str | Path, eval_path: str | Path) -> dict:
     """Write the labelled seed set and the held-out evaluation sets as Parquet."""
     task = task_of(cfg)
-    seed = pd.DataFrame(task.seed_set(cfg.seed), columns=list(SEED_COLUMNS))
-    evals = pd.DataFrame(task.eval_sets(cfg.evaluate.per_difficulty, cfg.seed), columns=list(PROBLEM_COLUMNS))
+    inputs = {}
+    if cfg.data.seed_set.path:  # named by DVC coordinates: read with dvc.api, revision and hash recorded
+        seed, inputs["seed_set"] = _dvc_table(cfg.data.seed_set, SEED_COLUMNS, "data.seed_set")
+    else:
+        seed = pd.DataFrame(task.seed_set(cfg.seed), columns=list(SEED_COLUMNS))
+    if cfg.data.eval_set.path:
+        evals, inputs["eval_set"] = _dvc_table(cfg.data.eval_set, PROBLEM_COLUMNS, "data.eval_set")
+    else:
+        evals = pd.DataFrame(task.eval_sets(cfg.evaluate.per_difficulty, cfg.seed), columns=list(PROBLEM_COLUMNS))
     overlap = set(seed["prompt"]) & set(evals["prompt"])
     if overlap:
         raise ValueError(f"task {cfg.task.name!r}: {len(overlap)} seed prompts are also held-out prompts, "
@@ -33,7 +40,20 @@ def make_datasets(cfg: Config, seed_path: str | Path, eval_path: str | Path) -> 
     metrics = {"seed_rows": len(seed), "eval_rows": len(evals),
                "seed_difficulties": sorted(int(d) for d in seed["difficulty"].unique()),
                "eval_difficulties": sorted(int(d) for d in evals["difficulty"].unique())}
+    if inputs:
+        metrics["inputs"] = inputs
     return metrics
+
+
+def _dvc_table(src, columns, key: str):
+    from flywheel.versions import read_dvc_table
+
+    df, record = read_dvc_table(src.repo, src.path, src.rev, src.remote)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{key}: {src.path} at {src.repo or '.'}@{src.rev or 'HEAD'} lacks column(s) "
+                         f"{', '.join(missing)}; it needs {', '.join(columns)}")
+    return df[list(columns)].astype({"prompt_id": str, "prompt": str, "difficulty": int}), record
 
 
 @step

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from flywheel.config import Config
-from flywheel.gates import check_gate, expectations, rule
+from flywheel.gates import check_gate, expectations, preload, rule
 from flywheel.steps import step
 from flywheel.io import read_json, read_table, write_table
 from flywheel.steps.generate import decode_batched
@@ -32,6 +32,7 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
     """
     from flywheel.model import load_model
 
+    preload(cfg)  # the gate's GX import overlaps the decoding
     e, g = cfg.evaluate, cfg.generate
     problems = read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")
     model, tok = load_model(model_dir)
@@ -76,7 +77,8 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
         if metrics.get("accuracy_beyond_seed") is not None and prev.get("accuracy_beyond_seed") is not None:
             metrics["delta_beyond_seed"] = metrics["accuracy_beyond_seed"] - prev["accuracy_beyond_seed"]
     write_table(df, out_path)
-    metrics["gate"] = check_gate("results", out_path, results_suite, cfg)
+    metrics["gate"] = check_gate("results", out_path, results_suite, cfg,
+                                 inputs={"model": model_dir, "eval_set": eval_path})
     return metrics
 
 

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flywheel.config import Config
-from flywheel.gates import check_gate, expectations, rule
+from flywheel.gates import check_gate, expectations, preload, rule
 from flywheel.steps import step
 from flywheel.io import read_json, read_table, write_table
 from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS
@@ -68,6 +68,7 @@ def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: 
     (merge_shards joins them)."""
     from flywheel.model import load_model
 
+    preload(cfg)  # the gate's GX import overlaps the decoding
     g = cfg.generate
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
@@ -94,7 +95,8 @@ def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: 
     metrics = {"prompts": len(problems), "samples": len(df), "new_tokens": new_tokens,
                "seconds": round(seconds, 2), "tokens_per_second": round(new_tokens / seconds, 1),
                "unfinished": int((~df["finished"]).sum()), "plan": plan}
-    metrics["gate"] = check_gate("samples", out_path, samples_suite, cfg)
+    metrics["gate"] = check_gate("samples", out_path, samples_suite, cfg,
+                                 inputs={"model": model_dir, "prompts": prompts_path})
     return metrics
 
 

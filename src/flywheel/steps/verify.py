@@ -67,7 +67,7 @@ def verify_samples(samples_path: str | Path, out_path: str | Path, cfg: Config) 
                 str(k): float(v) for k, v in accepted.groupby("difficulty")["reference_correct"].mean().items()},
         }
     write_table(df, out_path)
-    metrics["gate"] = check_gate("verdicts", out_path, verdicts_suite, cfg)
+    metrics["gate"] = check_gate("verdicts", out_path, verdicts_suite, cfg, inputs={"samples": samples_path})
     return metrics
 
 

@@ -1,0 +1,92 @@
+"""W&B tracking, offline for real: what the record step logs is read back from wandb's own files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from flywheel.io import write_json, write_table
+from flywheel.report import record_iteration
+
+from conftest import tiny_config
+from wandb_log import records
+
+KEY = "local-0123456789abcdef0123456789abcdef01234567"  # a fake key: must never be written anywhere
+
+
+def _iteration_files(d: Path, acc: float) -> dict:
+    gate = {"enabled": True, "passed": True, "rules": 3, "failed": [], "warnings": ["curated.seed_share"],
+            "observed": {"curated.duplicate_rate": 0.01, "curated.seed_share": 0.3}, "seconds": 0.1,
+            "hashes": {"output": {"path": "c", "md5": "abc", "size": 1}}}
+    write_json({"samples": 4, "duration_s": 1.0}, d / "gen.json")
+    write_json({"pass_rate": 0.5, "prompts_with_correct": 1.0, "duration_s": 0.1}, d / "ver.json")
+    write_json({"kept": 2, "kept_new": 2, "kept_carried": 0, "kept_seed": 0, "gate": gate, "duration_s": 0.1}, d / "cur.json")
+    write_json({"loss": 0.2, "duration_s": 2.0}, d / "train.json")
+    write_json({"accuracy": acc, "accuracy_by_difficulty": {"1": acc}, "duration_s": 1.0}, d / "ev.json")
+    base = {"prompt_id": "a", "prompt": "1+1=", "reference": "2", "difficulty": 1, "prompt_tokens": 4,
+            "completion_tokens": 2, "finished": True, "model": "m"}
+    verdicts = pd.DataFrame([{**base, "sample_id": 0, "completion": "2", "correct": True, "score": 1.0, "reason": "correct"},
+                             {**base, "sample_id": 1, "completion": "3", "correct": False, "score": 0.0, "reason": "wrong"}])
+    write_table(verdicts, d / "verdicts.parquet")
+    write_table(verdicts.iloc[1:].assign(drop_reason="rejected by verifier: wrong", duplicate_of=""), d / "dropped.parquet")
+    write_table(pd.DataFrame({"prompt_id": ["a"], "prompt": ["1+1="], "completion": ["2"], "difficulty": [1],
+                              "source": ["self"], "iteration": [1], "score": [1.0]}), d / "curated.parquet")
+    (d / "model").mkdir()
+    (d / "model" / "config.json").write_text("{}")
+    write_table(pd.DataFrame({"prompt_id": ["e"], "prompt": ["2+2="], "correct": [True]}), d / "results.parquet")
+    return dict(generate=d / "gen.json", verify=d / "ver.json", curate=d / "cur.json", train=d / "train.json",
+                evaluate=d / "ev.json", verdicts=d / "verdicts.parquet", dropped=d / "dropped.parquet",
+                curated=d / "curated.parquet", model=d / "model", results=d / "results.parquet")
+
+
+def test_each_iteration_is_a_wandb_run_of_the_pipeline_group_read_back_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", KEY)  # present, but tracking.wandb: offline wins
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    cfg = tiny_config(tracking={"wandb": "offline"})
+    write_json({"accuracy": 0.25, "accuracy_by_difficulty": {"1": 0.25}, "duration_s": 1.0}, tmp_path / "ev0.json")
+    write_json({"seed_rows": 3, "inputs": {"seed_set": {"repo": ".", "path": "s.parquet", "commit": "c0ffee",
+                                                        "md5": "d41d"}}}, tmp_path / "prep.json")
+    record_iteration(cfg, 0, tmp_path / "s0.json", tmp_path / "r0.html", evaluate=tmp_path / "ev0.json",
+                     prepare=tmp_path / "prep.json")
+    files = _iteration_files(tmp_path, 0.75)
+    summary = record_iteration(cfg, 1, tmp_path / "s1.json", tmp_path / "r1.html", previous_summary=tmp_path / "s0.json",
+                               **files)
+
+    assert summary["inputs"]["seed_set"]["commit"] == "c0ffee"
+    runs = {it["iteration"]: it["tracking"] for it in summary["iterations"]}
+    assert runs[0]["mode"] == runs[1]["mode"] == "offline" and runs[0]["group"] == runs[1]["group"] == summary["run_id"]
+    history, artifacts, groups = {}, [], set()
+    for f in sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")):
+        for r in records(f):
+            kind = r.WhichOneof("record_type")
+            if kind == "history":
+                row = {i.key or "/".join(i.nested_key): i.value_json for i in r.history.item}
+                history.setdefault(int(row["iteration"]), {}).update(row)
+            elif kind == "run":
+                groups.add(r.run.run_group)
+            elif kind == "artifact":
+                artifacts.append((r.artifact.name, r.artifact.type, json.loads(r.artifact.metadata or "{}")))
+    assert groups == {summary["run_id"]}
+    assert float(history[0]["eval/accuracy"]) == 0.25 and float(history[1]["eval/accuracy"]) == 0.75
+    assert float(history[1]["verify/pass_rate"]) == 0.5 and float(history[1]["gates/curate/passed"]) == 1.0
+    assert float(history[1]["gates/curate/curated.seed_share"]) == 0.3
+    assert {"samples", "gate_results"} <= {k.split("/")[0] for k in history[1]}
+    group = summary["run_id"]
+    names = {(n, t) for n, t, _ in artifacts}
+    assert {(f"curated-{group}", "dataset"), (f"model-{group}", "model"), (f"eval-results-{group}", "evaluation")} <= names
+    lineage = {n: m for n, _, m in artifacts}
+    assert lineage[f"model-{group}"]["inputs"]["curated"] == f"curated-{group}:iteration-1"
+    assert lineage[f"eval-results-{group}"]["inputs"]["model"] == f"model-{group}:iteration-1"
+    manifest = summary["iterations"][1]["manifest"]
+    assert manifest["hashes"]["curate.output"]["md5"] == "abc" and manifest["libraries"]["wandb"]
+    # the key never lands in a file: summary, report, wandb's own files
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+
+
+def test_tracking_disabled_writes_nothing(tmp_path):
+    cfg = tiny_config(tracking={"wandb": "disabled"})
+    write_json({"accuracy": 0.5, "accuracy_by_difficulty": {"1": 0.5}, "duration_s": 1.0}, tmp_path / "ev0.json")
+    s = record_iteration(cfg, 0, tmp_path / "s0.json", tmp_path / "r0.html", evaluate=tmp_path / "ev0.json")
+    assert s["iterations"][0]["tracking"] == {"mode": "disabled"} and not (tmp_path / "wandb").exists()
