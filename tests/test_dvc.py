@@ -20,8 +20,8 @@ from conftest import TINY
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_dvc_yaml_is_generated_from_the_demo_config():
-    os.chdir(ROOT)
+def test_dvc_yaml_is_generated_from_the_demo_config(monkeypatch):
+    monkeypatch.chdir(ROOT)
     assert (ROOT / "dvc.yaml").read_text() == dvc_yaml("examples/arithmetic.yaml"), \
         "dvc.yaml is stale: run `flywheel dvc-yaml examples/arithmetic.yaml -o dvc.yaml`"
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]

@@ -64,5 +64,6 @@ def test_a_verifier_that_passes_everything_stops_the_pipeline_at_verify(tmp_path
     assert len(read_table(root / "generate" / "samples")) == 24 * 3
     assert read_table(root / "verify" / "verdicts")["correct"].all()
     assert "| FAIL | `verdicts.pass_rate`" in (root / "verify" / "verdicts.gate.md").read_text()
-    assert (root / "init-model" / "model" / "config.json").exists() and (root / "evaluate" / "results").exists()
+    # (tasks off verify's path, such as evaluate 0, may or may not have run: kfp.local orders them freely)
+    assert (root / "init-model" / "model" / "config.json").exists() and (root / "sample-prompts" / "prompts").exists()
     assert not (root / "curate").exists() and not (root / "train").exists()
