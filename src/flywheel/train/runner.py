@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -114,6 +115,13 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
     return metrics
 
 
+def steps_for(t: TrainConfig, rows: int) -> int:
+    """Optimizer steps of this run: `max_steps`, or fewer when `max_epochs` caps the passes over `rows`."""
+    if not t.max_epochs:
+        return t.max_steps
+    return max(1, min(t.max_steps, math.ceil(t.max_epochs * rows / t.batch_size)))
+
+
 def _final_step_callback():
     from transformers import TrainerCallback
 
@@ -160,6 +168,7 @@ def run(spec: dict[str, Any]) -> dict:
     accelerator_config = init_process(ds is not None)
     world_size, on_gpu = int(os.environ.get("WORLD_SIZE", "1")), gpu_available()
     rows = read_table(spec["data_path"], columns(t.recipe), what=f"curated training data of recipe {t.recipe}")
+    t = t.model_copy(update={"max_steps": steps_for(t, len(rows))})
     max_length = AutoConfig.from_pretrained(spec["model_dir"]).max_position_embeddings
     args = training_arguments(t, spec["checkpoint_dir"], max_length, world_size, ds, accelerator_config, on_gpu)
     if t.recipe == "sft":
