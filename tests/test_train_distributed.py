@@ -156,3 +156,9 @@ def test_launcher_command_single_and_multi_node(tmp_path):
         assert two[two.index(flag) + 1] == value
     with pytest.raises(ValueError, match="hostfile"):
         launcher_command(LaunchConfig(nodes=2), 29500, "m", "spec.json")
+
+
+def test_max_epochs_caps_the_steps():
+    assert runner.steps_for(TrainConfig(max_steps=60, batch_size=32), rows=20) == 60
+    assert runner.steps_for(TrainConfig(max_steps=60, batch_size=32, max_epochs=2), rows=20) == 2  # 40 rows seen
+    assert runner.steps_for(TrainConfig(max_steps=60, batch_size=32, max_epochs=2), rows=5000) == 60

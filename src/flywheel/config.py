@@ -92,6 +92,7 @@ class TrainConfig(Section):
     recipe: Literal["sft", "dpo", "spin"] = Field("sft", description="Training recipe (docs/recipes.md). 'sft' = rejection-sampling fine-tuning on verified samples (STaR / ReST-EM); 'dpo' = iterative DPO on verified-correct vs verified-wrong pairs; 'spin' = self-play fine-tuning, seed answer vs the model's own generation (needs task.prompt_source: seed).")
     init_from: Literal["current", "base"] = Field("current", description="'current' continues from this iteration's model; 'base' retrains the base model each iteration (STaR, ReST-EM). dpo/spin: the model training starts from is also the reference model.")
     max_steps: int = Field(300, gt=0, description="Optimizer steps per iteration.")
+    max_epochs: float = Field(0.0, ge=0, description="Cap on passes over the curated data per iteration: the step trains min(max_steps, ceil(max_epochs x rows / batch_size)) steps (0 = no cap). Few rows and many steps overfit them; SPIN and iterative DPO train 1-2 epochs per iteration.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
     batch_size: int = Field(64, gt=0, description="Rows (dpo/spin: pairs) per optimizer step, over all processes.")
     micro_batch_size: int = Field(0, ge=0, description="Rows per process per forward pass; batch_size / (micro_batch_size x processes) steps of gradient accumulation. 0 = batch_size / processes (no accumulation).")

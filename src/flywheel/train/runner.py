@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -81,12 +82,15 @@ def prepare_checkpoints(folder: Path, print_: str) -> Path | None:
 def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: TrainConfig) -> dict:
     """Train `model_dir` on the rows/pairs at `data_path` per `t`; write the model to `out_dir`; return metrics."""
     batch_split(t, t.launch.processes_per_node * t.launch.nodes)  # a bad split fails here, not in N ranks
-    deepspeed_config(t.deepspeed)
+    ds = deepspeed_config(t.deepspeed)  # read here, once: the ranks get the dict, not a path to resolve
     folder = checkpoint_dir(out_dir, t)
     resume = prepare_checkpoints(folder, fingerprint(model_dir, data_path, t))
-    spec = {"model_dir": str(model_dir), "data_path": str(Path(data_path).resolve()),
+    local = Path(model_dir).exists()  # else a hub id
+    spec = {"model_dir": str(Path(model_dir).resolve()) if local else str(model_dir),
+            "data_path": str(Path(data_path).resolve()),
             "out_dir": str(Path(out_dir).resolve()), "train": t.model_dump(), "checkpoint_dir": str(folder),
-            "resume_from": str(resume) if resume else None, "metrics_path": str(folder / "metrics.json")}
+            "resume_from": str(resume) if resume else None, "metrics_path": str(folder / "metrics.json"),
+            "deepspeed": ds}
     if resume:
         print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
     if uses_launcher(t):
@@ -109,6 +113,13 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
         metrics = run(spec)
     shutil.rmtree(folder, ignore_errors=True)
     return metrics
+
+
+def steps_for(t: TrainConfig, rows: int) -> int:
+    """Optimizer steps of this run: `max_steps`, or fewer when `max_epochs` caps the passes over `rows`."""
+    if not t.max_epochs:
+        return t.max_steps
+    return max(1, min(t.max_steps, math.ceil(t.max_epochs * rows / t.batch_size)))
 
 
 def _final_step_callback():
@@ -153,10 +164,11 @@ def run(spec: dict[str, Any]) -> dict:
     from flywheel.train import preference, sft
 
     t = TrainConfig.model_validate(spec["train"])
-    ds = deepspeed_config(t.deepspeed)
+    ds = spec["deepspeed"]
     accelerator_config = init_process(ds is not None)
     world_size, on_gpu = int(os.environ.get("WORLD_SIZE", "1")), gpu_available()
     rows = read_table(spec["data_path"], columns(t.recipe), what=f"curated training data of recipe {t.recipe}")
+    t = t.model_copy(update={"max_steps": steps_for(t, len(rows))})
     max_length = AutoConfig.from_pretrained(spec["model_dir"]).max_position_embeddings
     args = training_arguments(t, spec["checkpoint_dir"], max_length, world_size, ds, accelerator_config, on_gpu)
     if t.recipe == "sft":
@@ -188,7 +200,8 @@ def run(spec: dict[str, Any]) -> dict:
 def _metrics(trainer, result, seconds: float, t: TrainConfig, rows, spec: dict, world_size: int,
              ds: dict | None) -> dict:
     logs = [h for h in trainer.state.log_history if "loss" in h]
-    tokens = max((h.get("num_tokens", 0) for h in logs), default=0)
+    # TRL counts the tokens this trainer saw (all ranks); after a resume, the last log is this run's count
+    tokens = next((h["num_tokens"] for h in reversed(logs) if "num_tokens" in h), 0)
     m = {
         "recipe": t.recipe, "loss": logs[-1]["loss"] if logs else float(result.training_loss),
         "loss_first": logs[0]["loss"] if logs else float(result.training_loss),
