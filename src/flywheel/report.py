@@ -107,15 +107,33 @@ def plot_summary(summary: dict) -> list[tuple[str, str]]:
     plots.append(("Accuracy per difficulty", _png(fig)))
     plt.close(fig)
 
+    if len(levels) > 2:  # accuracy per difficulty x iteration at a glance (Lee et al. 2025 draw it so)
+        grid = [[it["eval"]["accuracy_by_difficulty"].get(lv, float("nan")) for it in its] for lv in levels]
+        fig, ax = plt.subplots(figsize=(5.5, 0.45 * len(levels) + 1.2))
+        ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto", origin="lower")
+        for r, row in enumerate(grid):
+            for c, v in enumerate(row):
+                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7)
+        ax.set(xlabel="iteration", ylabel="difficulty", xticks=range(len(xs)), xticklabels=xs,
+               yticks=range(len(levels)), yticklabels=levels)
+        plots.append(("Held-out accuracy per difficulty and iteration", _png(fig)))
+        plt.close(fig)
+
     loop = [it for it in its if "verify" in it]
     if loop:
         lx = [it["iteration"] for it in loop]
         fig, ax = plt.subplots(figsize=(5.5, 3.4))
         ax.plot(lx, [it["verify"]["pass_rate"] for it in loop], "o-", label="samples passing")
         ax.plot(lx, [it["verify"]["prompts_with_correct"] for it in loop], "s--", label="prompts with >= 1 pass")
+        audited = [it for it in loop if (it["verify"].get("audit") or {}).get("accepted_precision") is not None]
+        if audited:  # a label-free verifier checked against the references: label accuracy before/after it
+            ax.plot([it["iteration"] for it in audited], [it["verify"]["audit"]["reference_pass_rate"] for it in audited],
+                    "v:", label="label accuracy, all samples (audit)")
+            ax.plot([it["iteration"] for it in audited], [it["verify"]["audit"]["accepted_precision"] for it in audited],
+                    "^-", label="label accuracy, accepted samples (audit)")
         ax.set(xlabel="iteration", ylabel="share", ylim=(-0.02, 1.02), xticks=lx)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
         plots.append(("Verifier pass rate on the iteration's samples", _png(fig)))
         plt.close(fig)
 
