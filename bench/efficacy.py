@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 from flywheel.config import load_config
-from flywheel.io import read_table
 from flywheel.steps.curate import curate_samples
 from flywheel.steps.data import make_datasets, sample_prompts
 from flywheel.steps.evaluate import evaluate_model
 from flywheel.steps.generate import generate_samples
 from flywheel.steps.init_model import init_model
-from flywheel.steps.train import sft_train, train_model
+from flywheel.steps.train import train_model
+from flywheel.train.runner import train as run_training
 from flywheel.steps.verify import verify_samples
 
 
@@ -62,8 +62,9 @@ def main() -> None:
     loop = evaluate_model(model, evals, d / "e_loop.parquet", cfg, cfg.iterations, seed_path=seed)
 
     t = cfg.train
-    sft_train(d / "m0", read_table(seed), d / "m_baseline", max_steps=steps, learning_rate=t.learning_rate,
-              batch_size=t.batch_size, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, seed=t.seed)
+    # the train step's own trainer and settings, only the data (labelled seed rows) and the step count differ
+    run_training(d / "m0", seed, d / "m_baseline", t.model_copy(update={"recipe": "sft", "max_steps": steps,
+                                                                        "max_epochs": 0.0, "save_steps": 0}))
     log("baseline done")
     base = evaluate_model(d / "m_baseline", evals, d / "e_base.parquet", cfg, cfg.iterations, seed_path=seed)
 
