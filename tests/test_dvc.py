@@ -61,6 +61,8 @@ def test_dvc_repro_runs_the_loop_and_every_iteration_can_be_fetched_back(tmp_pat
     metrics = json.loads(_run([*dvc, "metrics", "show", "--json"], repo))
     shown = json.dumps(metrics)
     assert "metrics/iter_0/evaluate.json" in shown and "metrics/iter_1/evaluate.json" in shown
+    # only evaluate's files are DVC metrics: `dvc metrics show` is the accuracy per iteration
+    assert "metrics/iter_1/train.json" not in shown and '"accuracy"' in shown
     summary = json.loads((repo / "data" / "iter_1" / "record" / "summary.json").read_text())
     assert [it["iteration"] for it in summary["iterations"]] == [0, 1]
     assert summary["iterations"][1]["manifest"]["hashes"]["curate.output"]["md5"] == \

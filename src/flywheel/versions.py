@@ -59,8 +59,15 @@ def dvc_stages(cfg: Config, config: str, raw: dict, data: str = "data", metrics:
     def _stage(config: str, cmd: list[str], step: str, deps: list[str], outs: list[str], metrics: str) -> dict:
         # DVC refuses params missing from the file: sections left at their defaults are not listed
         params = [k for k in STEP_PARAMS[step] if _has(raw, k)]
+        # Only evaluate's file is a DVC metric, so `dvc metrics show` is the accuracy per iteration (every
+        # step's metrics file as a metric made it a table of ~200 columns); the others are plain outputs,
+        # git-tracked like it (cache: false), and `dvc metrics show metrics/iter_1/train.json` still reads one.
+        m = {metrics: {"cache": False}}
+        if step == "evaluate":
+            return {"cmd": " ".join(["flywheel", step, config, *cmd, "--metrics", metrics]), "deps": deps,
+                    "params": [{config: params}], "outs": outs, "metrics": [m]}
         return {"cmd": " ".join(["flywheel", step, config, *cmd, "--metrics", metrics]), "deps": deps,
-                "params": [{config: params}], "outs": outs, "metrics": [{metrics: {"cache": False}}]}
+                "params": [{config: params}], "outs": [*outs, m]}
 
     seed, ev = f"{data}/prepare/seed.parquet", f"{data}/prepare/eval.parquet"
     st: dict[str, dict] = {}
