@@ -145,6 +145,11 @@ def _gx_locked():
     global _GX
     if _GX is not None:
         return _GX
+    import logging
+
+    # GX logs ~100 INFO lines per import ("Skipping registering function ..."); kfp.local's executor puts the
+    # root logger at INFO, so without this every step's log drowns in them.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     for name in DEFERRED_BY_GX:
         _defer(name)
     import great_expectations as gx
