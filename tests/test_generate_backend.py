@@ -102,3 +102,22 @@ def test_vllm_rows_have_the_transformers_schema(prepared, tmp_path, monkeypatch)
     (params,) = fake.calls
     assert len(params) == len(hf) and len({p.seed for p in params}) == len(params)
     assert all(p.n == 1 and p.temperature == cfg.generate.temperature for p in params)
+
+
+def test_vllm_requests_are_seeded_per_row_so_shards_get_the_same_rows(prepared):
+    """Each (prompt, sample) request carries the seed of its own key (seed, prompt id, sample index), so
+    decoding every 2nd prompt (a shard) sends the same seeds for those prompts as decoding them all. Checks
+    what we send to vLLM (with the fake `LLM`); that vLLM honours a per-request seed is its documented
+    behaviour, not run here."""
+    from transformers import AutoTokenizer
+
+    fake = FakeLLM(AutoTokenizer.from_pretrained(prepared["model"]))
+    problems = Arithmetic(width=3, seed_digits=1).prompts(1, 6, seed=0)
+    prompts, keys = [p["prompt"] for p in problems], [str(p["prompt_id"]) for p in problems]
+    kw = dict(samples=3, temperature=0.8, top_p=1.0, max_new_tokens=6, seed=7,
+              sampling_params=lambda **p: SimpleNamespace(**p))
+    whole, _ = decode_vllm(fake, prompts, keys, **kw)
+    shard, _ = decode_vllm(fake, prompts[1::2], keys[1::2], **kw)
+    assert shard == whole[1::2]
+    seeds = [p.seed for p in fake.calls[0]]
+    assert [p.seed for p in fake.calls[1]] == [s for i in range(1, 6, 2) for s in seeds[3 * i:3 * i + 3]]

@@ -260,11 +260,10 @@ _GX: dict | None = None
 _GX_LOCK = threading.Lock()
 
 
-def preload(cfg: Config) -> None:
-    """Import GX in a background thread while a long step works (generate, evaluate: torch releases the
-    GIL), so the gate at its end does not wait ~2 s for the import. Does nothing with gates off."""
-    if cfg.gates.enabled and _GX is None:
-        threading.Thread(target=_gx, name="gx-preload", daemon=True).start()
+# No background import of GX while generate/evaluate decode: tried (`preload`, a thread started at the step's
+# start), it made the gate cost more, not less. Decoding a small model is Python-bound, so the import thread
+# and the decoding loop take turns on the GIL: bench/gates.py measured the samples gate adding 6-7.7 s to
+# generate with the thread and 2.1 s without (2 shared cores, load 3).
 
 
 def expectations():
