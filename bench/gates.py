@@ -6,8 +6,7 @@ Reads a finished demo run (`make demo`): its config and step durations (summary.
 artifacts. Then runs each gated step of the iteration (generate, verify, curate, evaluate) on that run's
 real inputs as its own process through the CLI, the way kfp.local runs it, with `gates.enabled` true and
 false (interleaved, best of --repeats), so the difference is everything a gate costs: importing Great
-Expectations (partly overlapped with decoding in generate and evaluate, `flywheel.gates.preload`), the
-validation, and the report. Also prints the in-process validation time alone. The share is
+Expectations, the validation, and the report. Also prints the in-process validation time alone. The share is
 gates / (the iteration's five steps as processes, train included, without gates + gates); it excludes
 orchestration, so it is an upper bound of the share of wall time. Goal: < 10 %.
 """

@@ -57,7 +57,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=512)
     args = ap.parse_args()
 
-    cfg = parse_config({"generate": {"temperature": 0.0, "samples_per_prompt": 1, "max_new_tokens": args.new_tokens,
+    cfg = parse_config({"generate": {"backend": "transformers", "temperature": 0.0, "samples_per_prompt": 1,
+                                     "max_new_tokens": args.new_tokens,
                                      "batch_size": args.batch_size, "prompts_per_iteration": args.prompts}})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -177,7 +177,8 @@ def record(config: str, iteration: int, evaluation: Input[Metrics], summary: Out
                      previous_summary=path(previous), evaluate=evaluation.path, generate=path(generation),
                      verify=path(verification), curate=path(curation), train=path(training),
                      promote=path(promotion), verdicts=path(verdicts), prepare=path(preparation),
-                     dropped=path(dropped), curated=path(curated), model=path(model), results=path(results))
+                     dropped=path(dropped), curated=path(curated), model=path(model), results=path(results),
+                     store=True)  # curated rows and model into the DVC cache and remote (data.store)
 
 
 STEPS = (prepare_data, init_model, sample_prompts, generate, verify, merge_shards, curate, train, evaluate, promote,

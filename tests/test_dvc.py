@@ -61,6 +61,8 @@ def test_dvc_repro_runs_the_loop_and_every_iteration_can_be_fetched_back(tmp_pat
     metrics = json.loads(_run([*dvc, "metrics", "show", "--json"], repo))
     shown = json.dumps(metrics)
     assert "metrics/iter_0/evaluate.json" in shown and "metrics/iter_1/evaluate.json" in shown
+    # only evaluate's files are DVC metrics: `dvc metrics show` is the accuracy per iteration
+    assert "metrics/iter_1/train.json" not in shown and '"accuracy"' in shown
     summary = json.loads((repo / "data" / "iter_1" / "record" / "summary.json").read_text())
     assert [it["iteration"] for it in summary["iterations"]] == [0, 1]
     assert summary["iterations"][1]["manifest"]["hashes"]["curate.output"]["md5"] == \
@@ -85,3 +87,25 @@ def test_dvc_repro_runs_the_loop_and_every_iteration_can_be_fetched_back(tmp_pat
     seed_md5 = next(o for o in lock["prepare"]["outs"] if o["path"] == "data/prepare/seed.parquet")["md5"]
     assert m["inputs"]["seed_set"]["commit"] == head and m["inputs"]["seed_set"]["md5"] == seed_md5
     assert (tmp_path / "seed.parquet").read_bytes() == (repo / "data" / "prepare" / "seed.parquet").read_bytes()
+
+
+def test_store_without_a_remote_is_skipped_and_says_so(tmp_path, capsys):
+    """data.store with no data.remote and an output folder in no DVC repository: nothing is pushed, the
+    step goes on, the reason is printed and recorded; with a folder remote the file goes in and comes back."""
+    from flywheel.versions import fetch_stored, store_artifacts
+
+    from conftest import tiny_config
+
+    (tmp_path / "curated").write_bytes(b"rows of iteration 1")
+    out = store_artifacts(tiny_config(), 1, {"curated": tmp_path / "curated"}, near=tmp_path)
+    assert "no DVC remote" in out["skipped"] and "in no DVC repository" in out["skipped"]
+    assert "record: data.store: no DVC remote" in capsys.readouterr().err
+    assert store_artifacts(tiny_config(data={"store": False}), 1, {"curated": tmp_path / "curated"},
+                           near=tmp_path) == {"skipped": "data.store is false"}
+
+    stored = store_artifacts(tiny_config(data={"remote": str(tmp_path / "remote")}), 1,
+                             {"curated": tmp_path / "curated"}, near=tmp_path)
+    pointer = stored["artifacts"]["curated"]
+    assert pointer["path"] == "curated.parquet" and pointer["size"] == len(b"rows of iteration 1")
+    got = fetch_stored(pointer, tmp_path / "back", stored["remote"])
+    assert got.read_bytes() == b"rows of iteration 1"

@@ -180,3 +180,20 @@ def test_ngrams_and_contamination_index():
     assert idx.hits("prefix " + " ".join(f"W{i}" for i in range(3, 16))) == 1   # 13 words in a row, any case
     assert idx.hits(" ".join(f"w{i}" for i in range(3, 15))) == 0               # only 12
     assert distinct_ngram_ratio(["a b c", "a b c"], 2) == 0.5 and distinct_ngram_ratio([], 2) == 0.0
+
+
+def test_gx_import_defers_what_the_gates_never_use():
+    """Importing GX for a gate leaves scipy.stats and altair unimported (most of GX's import time they are
+    not used), and they still work when something uses them. In a fresh process: the test session may
+    have imported them already."""
+    import subprocess
+    import sys
+
+    program = (
+        "import sys; from flywheel.gates import _gx, _Deferred, DEFERRED_BY_GX; _gx()\n"
+        "print(all(isinstance(sys.modules[n], _Deferred) for n in DEFERRED_BY_GX))\n"
+        "from great_expectations.expectations.core.expect_column_kl_divergence_to_be_less_than import stats, alt\n"
+        "print(round(float(stats.entropy([0.5, 0.5], [0.9, 0.1])), 4), alt.Chart.__name__)\n"
+        "print(not any(isinstance(sys.modules[n], _Deferred) for n in DEFERRED_BY_GX))\n")
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:3] == ["True", "0.5108 Chart", "True"], out

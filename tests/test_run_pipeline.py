@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("run")
-    (d / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    # data.remote: each iteration's curated rows and model are pushed there (the output is in no DVC repo)
+    (d / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "data": {"remote": str(d / "dvc-remote")}}))
     t0 = time.perf_counter()
     assert main(["run", str(d / "tiny.yaml"), "--out", str(d / "out")]) == 0
     return {"dir": d, "out": d / "out", "seconds": time.perf_counter() - t0}
@@ -75,6 +77,30 @@ def test_gates_tracking_and_manifest_in_a_pipeline_run(run):
         assert it["manifest"]["hashes"]["curate.output"]["md5"] and it["tracking"]["mode"] == "offline"
     assert "Quality gates" in (run["out"] / "report.html").read_text()
     assert len(list((run["out"] / "wandb").glob("offline-run-*"))) == 3
+
+
+def test_iteration_data_and_model_come_back_from_the_dvc_remote_by_their_pointers(run, tmp_path):
+    """data.store: every iteration's curated rows and model went into the DVC remote; `flywheel fetch` gets
+    iteration 2's back, by the pointer in summary.json, into an empty folder, byte for byte."""
+    from flywheel.versions import content_hash
+
+    summary_path = run["out"] / "summary.json"
+    its = json.loads(summary_path.read_text())["iterations"]
+    assert "stored" not in its[0]["manifest"]  # iteration 0 has no curated rows; its model is init_model's
+    for it in its[1:]:
+        stored, hashes = it["manifest"]["stored"], it["manifest"]["hashes"]
+        assert stored["remote"] == str(run["dir"] / "dvc-remote") and stored["cache"] is None
+        assert stored["artifacts"]["curated"]["md5"] == hashes["curate.output"]["md5"]
+        assert stored["artifacts"]["model"]["md5"] == hashes["eval.model"]["md5"]  # DVC's .dir md5 = ours
+    for artifact in ("curated", "model"):
+        assert main(["fetch", str(summary_path), "--iteration", "2", "--artifact", artifact,
+                     "--out", str(tmp_path / "it2")]) == 0
+    original = its[2]["manifest"]["hashes"]
+    assert (tmp_path / "it2" / "curated.parquet").read_bytes() == open(original["curate.output"]["path"], "rb").read()
+    fetched, trained = tmp_path / "it2" / "model", original["eval.model"]["path"]
+    assert sorted(p.name for p in fetched.rglob("*")) == sorted(p.name for p in Path(trained).rglob("*"))
+    assert content_hash(fetched)["md5"] == content_hash(trained)["md5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["it2"]  # nothing else written
 
 
 def test_rerun_resumes_from_the_cache(run, capsys):

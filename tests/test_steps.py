@@ -51,6 +51,8 @@ def test_generate_rows_and_metrics(cfg, iteration1):
     assert df["model"].nunique() == 1
     written = json.loads((d / "generate.json").read_text())
     assert written["samples"] == len(df) and written["duration_s"] >= 0
+    if not torch.cuda.is_available():  # generate.backend: auto falls back to transformers and says why
+        assert written["backend"] == "transformers" and "auto -> transformers" in written["backend_reason"]
 
 
 def test_batched_greedy_equals_one_at_a_time(prepared):

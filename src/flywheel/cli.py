@@ -104,6 +104,23 @@ def print_summary(summary: dict) -> None:
               f"  {promoted:>8}")
 
 
+def cmd_fetch(args) -> int:
+    from flywheel.versions import fetch_stored
+
+    summary = json.loads(Path(args.summary).read_text())
+    entry = next((it for it in summary["iterations"] if it["iteration"] == args.iteration), None)
+    if entry is None:
+        raise ValueError(f"{args.summary}: no iteration {args.iteration}")
+    stored = entry["manifest"].get("stored") or {}
+    if args.artifact not in stored.get("artifacts", {}):
+        raise ValueError(f"{args.summary}: iteration {args.iteration}'s {args.artifact} was not stored in DVC "
+                         f"({stored.get('skipped', 'no pointer recorded: a `dvc repro` run, or data.store off')})")
+    pointer = stored["artifacts"][args.artifact]
+    path = fetch_stored(pointer, args.out, args.remote or stored["remote"])
+    print(f"{path}  (md5 {pointer['md5']}, {pointer['size']} bytes, from {args.remote or stored['remote']})")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from flywheel.compare import compare_runs, print_rows
 
@@ -242,6 +259,16 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("runs", nargs="+", help="`flywheel run` output folders, e.g. runs/demo runs/majority")
     sp.add_argument("--out", required=True, help="HTML file to write")
     sp.set_defaults(fn=cmd_compare)
+
+    sp = sub.add_parser("fetch", help="fetch an iteration's stored curated rows or model from the DVC remote",
+                        description="fetch an iteration's curated rows or model, stored in DVC by a KFP run "
+                                    "(data.store), by the pointer in its summary.json (docs/data.md)")
+    sp.add_argument("summary", help="the run's summary.json, e.g. runs/demo/summary.json")
+    sp.add_argument("--iteration", type=int, required=True)
+    sp.add_argument("--artifact", choices=["curated", "model"], default="curated")
+    sp.add_argument("--out", required=True, help="folder to write it into (must not hold it already)")
+    sp.add_argument("--remote", help="DVC remote URL or folder (default: the one the run pushed to)")
+    sp.set_defaults(fn=cmd_fetch)
 
     sp = command("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml: the steps as DVC stages, params from the config")
     sp.add_argument("-o", "--output", help="file to write (default: stdout)")

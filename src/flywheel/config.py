@@ -59,6 +59,7 @@ class GenerateConfig(Section):
     temperature_step: float = Field(0.1, gt=0, description="Adaptive mode: temperature change per iteration.")
     samples_bounds: tuple[int, int] = Field((2, 32), description="Adaptive mode: fewest and most samples per prompt.")
     curriculum: Literal["task", "frontier"] = Field("task", description="'task': the task's own prompt mix; 'frontier': draw 4x the prompts and keep those of difficulties the model solved sometimes but not always last iteration (weight p(1-p)).")
+    backend: Literal["auto", "transformers", "vllm"] = Field("auto", description="Decoding engine: 'auto' = vLLM when it imports, a CUDA GPU is present and the checkpoint qualifies (an architecture vLLM supports, a tokenizer AutoTokenizer loads), else transformers (the reason is logged); 'vllm' fails with one message where it cannot run; see docs/deploy.md.")
 
 
 class VerifyConfig(Section):
@@ -151,6 +152,8 @@ class DvcSourceConfig(Section):
 class DataConfig(Section):
     seed_set: DvcSourceConfig = Field(default_factory=DvcSourceConfig, description="The labelled seed set from DVC ({repo, path, rev}) instead of the task's; columns prompt_id, prompt, reference, difficulty, completion.")
     eval_set: DvcSourceConfig = Field(default_factory=DvcSourceConfig, description="The held-out problems from DVC ({repo, path, rev}) instead of the task's; columns prompt_id, prompt, reference, difficulty.")
+    store: bool = Field(True, description="KFP runs (`flywheel run`, a cluster): put each iteration's curated rows and model into the DVC cache and push them to the DVC remote, and record their pointers (md5, size, path) in summary.json, so `flywheel fetch` gets them back exactly (docs/data.md). `dvc repro` runs store their outputs themselves.")
+    remote: str = Field("", description="DVC remote (URL or folder) that `store` pushes to; '' = the default remote of the DVC repository the run starts in (the demo's: the folder dvc-storage/). Without either, nothing is pushed and the record step logs so.")
 
 
 class TrackingConfig(Section):

@@ -22,9 +22,13 @@ set in a file (contamination).
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import json
+import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -104,6 +108,39 @@ def _gx():
         return _gx_locked()
 
 
+class _Deferred(types.ModuleType):
+    """Stands in for a module in sys.modules until one of its attributes is used, then imports the real
+    module in its place and answers from it."""
+
+    def __getattr__(self, attr):  # called only for attributes this stand-in lacks: all but its name/spec
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        real = importlib.import_module(name)
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, real)
+        return getattr(real, attr)
+
+
+# GX imports these at its top level for expectations the gates never use (KL divergence, KS tests) and uses
+# them only inside those expectations' methods: deferred, `import great_expectations` measured 4.0 s instead
+# of 6.8 s (load 4 on 2 cores; scipy.stats ~2 s of it, altair and jsonschema most of the rest). A gate or a
+# user expectation that does use them imports them then, on first attribute access.
+DEFERRED_BY_GX = ("scipy.stats", "altair")
+
+
+def _defer(name: str) -> None:
+    if name in sys.modules or importlib.util.find_spec(name.partition(".")[0]) is None:
+        return  # already imported (nothing to save) or not installed (GX would fail as it does without us)
+    stand_in = _Deferred(name)
+    stand_in.__spec__ = importlib.util.spec_from_loader(name, loader=None)
+    sys.modules[name] = stand_in
+    parent, _, child = name.rpartition(".")
+    if parent:  # `from scipy import stats` looks the child up on the parent package
+        setattr(importlib.import_module(parent), child, stand_in)
+
+
 def _gx_locked():
     global _GX
     if _GX is not None:
@@ -113,6 +150,8 @@ def _gx_locked():
     # GX logs ~100 INFO lines per import ("Skipping registering function ..."); kfp.local's executor puts the
     # root logger at INFO, so without this every step's log drowns in them.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    for name in DEFERRED_BY_GX:
+        _defer(name)
     import great_expectations as gx
     from great_expectations import expectations as gxe
     from great_expectations.core.metric_domain_types import MetricDomainTypes
@@ -221,11 +260,10 @@ _GX: dict | None = None
 _GX_LOCK = threading.Lock()
 
 
-def preload(cfg: Config) -> None:
-    """Import GX in a background thread while a long step works (generate, evaluate: torch releases the
-    GIL), so the gate at its end does not wait ~2 s for the import. Does nothing with gates off."""
-    if cfg.gates.enabled and _GX is None:
-        threading.Thread(target=_gx, name="gx-preload", daemon=True).start()
+# No background import of GX while generate/evaluate decode: tried (`preload`, a thread started at the step's
+# start), it made the gate cost more, not less. Decoding a small model is Python-bound, so the import thread
+# and the decoding loop take turns on the GIL: bench/gates.py measured the samples gate adding 6-7.7 s to
+# generate with the thread and 2.1 s without (2 shared cores, load 3).
 
 
 def expectations():

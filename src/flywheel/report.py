@@ -31,12 +31,14 @@ def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, repo
                      promote: str | Path | None = None, verdicts: str | Path | None = None,
                      prepare: str | Path | None = None, dropped: str | Path | None = None,
                      curated: str | Path | None = None, model: str | Path | None = None,
-                     results: str | Path | None = None) -> dict:
+                     results: str | Path | None = None, store: bool = False) -> dict:
     """Append iteration `iteration` to the summary, with its reproducibility manifest; render the report;
     log the iteration to W&B (`flywheel.tracking`). `prepare` (iteration 0) adds the inputs' DVC revisions
-    and hashes; `dropped`, `curated`, `model`, `results` are the iteration's artifacts, for W&B."""
+    and hashes; `dropped`, `curated`, `model`, `results` are the iteration's artifacts, for W&B. `store`
+    (KFP runs; `dvc repro` stores its own outputs): also put `curated` and `model` into the DVC cache and
+    remote (`data.store`), their pointers in the manifest's `stored`."""
     from flywheel.tracking import track_iteration
-    from flywheel.versions import manifest
+    from flywheel.versions import manifest, store_artifacts
 
     summary = read_json(previous_summary, "previous summary") if previous_summary else {
         "config": cfg.model_dump(mode="json"), "iterations": []}
@@ -55,6 +57,9 @@ def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, repo
         gold = None if cfg.verify.verifier == "task" else gold_labels(task_of(cfg), df)
         entry["health"] = iteration_health(df, gold=gold, n_star=cfg.curate.max_per_prompt)
     entry["manifest"] = manifest(cfg, entry)
+    to_store = {role: path for role, path in (("curated", curated), ("model", model)) if path}
+    if store and to_store:
+        entry["manifest"]["stored"] = store_artifacts(cfg, iteration, to_store, near=Path(summary_path).parent)
     run_dir = os.environ.get("WANDB_DIR") or Path(summary_path).parent
     entry["tracking"] = track_iteration(cfg, summary, entry, run_dir, verdicts=verdicts, dropped=dropped,
                                         curated=curated, model=model, results=results)

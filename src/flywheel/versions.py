@@ -59,8 +59,15 @@ def dvc_stages(cfg: Config, config: str, raw: dict, data: str = "data", metrics:
     def _stage(config: str, cmd: list[str], step: str, deps: list[str], outs: list[str], metrics: str) -> dict:
         # DVC refuses params missing from the file: sections left at their defaults are not listed
         params = [k for k in STEP_PARAMS[step] if _has(raw, k)]
+        # Only evaluate's file is a DVC metric, so `dvc metrics show` is the accuracy per iteration (every
+        # step's metrics file as a metric made it a table of ~200 columns); the others are plain outputs,
+        # git-tracked like it (cache: false), and `dvc metrics show metrics/iter_1/train.json` still reads one.
+        m = {metrics: {"cache": False}}
+        if step == "evaluate":
+            return {"cmd": " ".join(["flywheel", step, config, *cmd, "--metrics", metrics]), "deps": deps,
+                    "params": [{config: params}], "outs": outs, "metrics": [m]}
         return {"cmd": " ".join(["flywheel", step, config, *cmd, "--metrics", metrics]), "deps": deps,
-                "params": [{config: params}], "outs": outs, "metrics": [{metrics: {"cache": False}}]}
+                "params": [{config: params}], "outs": [*outs, m]}
 
     seed, ev = f"{data}/prepare/seed.parquet", f"{data}/prepare/eval.parquet"
     st: dict[str, dict] = {}
@@ -236,3 +243,111 @@ def _verifier_version(cfg: Config) -> str:
         return f"{dist} {metadata.version(dist)}"
     except (metadata.PackageNotFoundError, IndexError):
         return f"{module} (not an installed package)"
+
+
+# --- KFP runs: iteration artifacts into the DVC cache and remote ----------------------------------------
+
+# What each stored artifact is called in its pointer (the `path` of the .dvc entry that fetches it back).
+STORED_NAMES = {"curated": "curated.parquet", "model": "model"}
+
+
+def _store_target(cfg: Config, near: Path) -> tuple[str | None, str | None, str]:
+    """(remote URL, cache dir, where they came from): data.remote if set, else the default remote and the
+    cache of the DVC repository that holds `near` (the run's output folder)."""
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        root = Repo.find_root(str(near))
+    except NotDvcRepoError:
+        root = None
+    cache = remote = None
+    if root:
+        with Repo(root) as repo:
+            cache = repo.cache.local_cache_dir
+            name = repo.config["core"].get("remote")
+            remote = repo.config["remote"][name]["url"] if name else None
+    if cfg.data.remote:  # a folder is taken relative to the working directory, not to DVC's config file
+        url = cfg.data.remote if "://" in cfg.data.remote else str(Path(cfg.data.remote).resolve())
+        return url, cache, "data.remote"
+    return remote, cache, (f"default remote of the DVC repository {root}" if remote else
+                           f"{near} is in no DVC repository" if not root else
+                           f"the DVC repository {root} has no default remote")
+
+
+def store_artifacts(cfg: Config, iteration: int, artifacts: dict[str, str | Path], near: str | Path) -> dict:
+    """Put an iteration's artifacts (role -> file or folder; roles in STORED_NAMES) into the DVC cache and
+    push them to the DVC remote, with DVC itself (`dvc add` + `dvc push` in a scratch repository that uses
+    that cache and remote): content-addressed, as `dvc repro` stores its outputs. Returns the pointers
+    ({role: {md5, size, nfiles, path}}, the remote and the cache), which `fetch_stored` turns back into
+    the exact bytes. Without a remote nothing is stored: the reason is returned and printed to stderr."""
+    import shutil
+    import sys
+    import tempfile
+
+    from dvc.repo import Repo
+
+    if not cfg.data.store:
+        return {"skipped": "data.store is false"}
+    remote, cache, source = _store_target(cfg, Path(near).resolve())
+    if not remote:
+        reason = (f"no DVC remote ({source}; data.remote is empty): iteration {iteration}'s "
+                  f"{' and '.join(artifacts)} are hashed in the manifest but not stored")
+        print(f"record: data.store: {reason}", file=sys.stderr, flush=True)
+        return {"skipped": reason}
+    with tempfile.TemporaryDirectory(prefix="flywheel-store-") as tmp:
+        Repo.init(tmp, no_scm=True)
+        with Repo(tmp) as repo:
+            with repo.config.edit() as conf:
+                conf["remote"]["store"] = {"url": remote}
+                conf["core"]["remote"] = "store"
+                if cache:  # the run's repository's cache, so its `dvc checkout`/`pull` find them too
+                    conf["cache"]["dir"] = cache
+        targets = []
+        for role, src in artifacts.items():
+            dst = Path(tmp) / STORED_NAMES[role]
+            # copies, not links: DVC makes cached files read-only, which must not reach the KFP artifacts
+            if Path(src).is_dir():
+                shutil.copytree(src, dst)
+            else:
+                shutil.copyfile(src, dst)
+            targets.append(str(dst))
+        with Repo(tmp) as repo:
+            stages = repo.add(targets)
+            pushed = repo.push(remote="store")
+            pointers = {}
+            for role, stage in zip(artifacts, stages):
+                (out,) = stage.outs
+                pointers[role] = {"md5": out.hash_info.value, "size": out.meta.size, "path": str(out.def_path),
+                                  **({"nfiles": out.meta.nfiles} if out.meta.nfiles is not None else {})}
+    return {"remote": remote, "remote_from": source, "cache": cache, "pushed_files": pushed, "artifacts": pointers}
+
+
+def fetch_stored(pointer: dict, out_dir: str | Path, remote: str) -> Path:
+    """Fetch one stored artifact (a pointer from `store_artifacts`) from `remote` into `out_dir`, with DVC
+    (`dvc pull` of a .dvc file that holds the pointer); returns its path. DVC checks the md5."""
+    import shutil
+    import tempfile
+
+    import yaml
+    from dvc.repo import Repo
+
+    out = Path(out_dir) / pointer["path"]
+    if out.exists():
+        raise ValueError(f"{out} exists; fetch into an empty folder")
+    remote = remote if "://" in remote else str(Path(remote).resolve())
+    with tempfile.TemporaryDirectory(prefix="flywheel-fetch-") as tmp:
+        Repo.init(tmp, no_scm=True)
+        entry = {"md5": pointer["md5"], "size": pointer["size"], "hash": "md5", "path": pointer["path"]}
+        if "nfiles" in pointer:
+            entry["nfiles"] = pointer["nfiles"]
+        (Path(tmp) / f"{pointer['path']}.dvc").write_text(yaml.safe_dump({"outs": [entry]}, sort_keys=False))
+        with Repo(tmp) as repo:
+            with repo.config.edit() as conf:
+                conf["remote"]["store"] = {"url": remote}
+                conf["core"]["remote"] = "store"
+        with Repo(tmp) as repo:
+            repo.pull()
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(tmp) / pointer["path"]), out)
+    return out

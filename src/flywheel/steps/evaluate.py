@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from flywheel.config import Config
-from flywheel.gates import check_gate, expectations, preload, rule
+from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
 from flywheel.io import read_json, read_table, write_table
 from flywheel.steps.generate import decode_batched
@@ -32,7 +32,6 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
     """
     from flywheel.model import load_model
 
-    preload(cfg)  # the gate's GX import overlaps the decoding
     e, g = cfg.evaluate, cfg.generate
     problems = read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")
     model, tok = load_model(model_dir)

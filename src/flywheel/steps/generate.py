@@ -15,8 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from flywheel.config import Config
-from flywheel.gates import check_gate, expectations, preload, rule
+from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
+from flywheel.steps.vllm_backend import decode_vllm, load_vllm, select_backend
 from flywheel.io import read_json, read_table, write_table
 from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS
 
@@ -68,21 +69,30 @@ def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: 
     (merge_shards joins them)."""
     from flywheel.model import load_model
 
-    preload(cfg)  # the gate's GX import overlaps the decoding
     g = cfg.generate
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
     plan = read_json(plan_path, "prompt plan")["plan"] if plan_path else {
         "temperature": g.temperature, "samples_per_prompt": g.samples_per_prompt, "reason": "configured"}
     problems = read_table(prompts_path, PROBLEM_COLUMNS, what="prompts").iloc[shard::shards]
-    model, tok = load_model(model_dir)
-    t0 = time.perf_counter()
-    results = decode_batched(model, tok, problems["prompt"].tolist(), samples=plan["samples_per_prompt"],
-                             temperature=plan["temperature"], top_p=g.top_p, max_new_tokens=g.max_new_tokens,
-                             batch_size=g.batch_size, seed=cfg.seed + iteration,
-                             keys=problems["prompt_id"].astype(str).tolist())
-    seconds = time.perf_counter() - t0
-    prompt_tokens = [len(x) for x in tok(problems["prompt"].tolist())["input_ids"]]
+    # --- decoding backend (generate.backend; flywheel/steps/vllm_backend.py) ---
+    backend, backend_why = select_backend(g.backend, model_dir)
+    sampling = dict(samples=plan["samples_per_prompt"], temperature=plan["temperature"], top_p=g.top_p,
+                    max_new_tokens=g.max_new_tokens, seed=cfg.seed + iteration)
+    keys = problems["prompt_id"].astype(str).tolist()
+    if backend == "vllm":
+        llm = load_vllm(model_dir, seed=cfg.seed + iteration)
+        t0 = time.perf_counter()
+        results, prompt_tokens = decode_vllm(llm, problems["prompt"].tolist(), keys, **sampling)
+        seconds = time.perf_counter() - t0
+    else:
+        model, tok = load_model(model_dir)
+        t0 = time.perf_counter()
+        results = decode_batched(model, tok, problems["prompt"].tolist(), batch_size=g.batch_size, keys=keys,
+                                 **sampling)
+        seconds = time.perf_counter() - t0
+        prompt_tokens = [len(x) for x in tok(problems["prompt"].tolist())["input_ids"]]
+    # --- end of decoding backend ---
     rows = []
     for p, (problem, samples) in enumerate(zip(problems.to_dict("records"), results)):
         for s, (text, n_tok, finished) in enumerate(samples):
@@ -94,7 +104,8 @@ def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: 
     new_tokens = int(df["completion_tokens"].sum())
     metrics = {"prompts": len(problems), "samples": len(df), "new_tokens": new_tokens,
                "seconds": round(seconds, 2), "tokens_per_second": round(new_tokens / seconds, 1),
-               "unfinished": int((~df["finished"]).sum()), "plan": plan}
+               "unfinished": int((~df["finished"]).sum()), "plan": plan,
+               "backend": backend, "backend_reason": backend_why}
     metrics["gate"] = check_gate("samples", out_path, samples_suite, cfg,
                                  inputs={"model": model_dir, "prompts": prompts_path})
     return metrics

@@ -47,6 +47,7 @@ def merge_shards(prompts_path: str | Path, verdict_paths: list[str | Path], gene
                 "new_tokens": new_tokens, "unfinished": sum(g["unfinished"] for g in gens),
                 "seconds": wall, "tokens_per_second": round(new_tokens / wall, 1) if wall else None,
                 "shards": len(gens), "seconds_by_shard": [g["seconds"] for g in gens],
+                "backend": "+".join(sorted({g["backend"] for g in gens})),  # shards on mixed nodes may differ
                 "duration_s": max(g.get("duration_s", 0.0) for g in gens)}, generate_metrics_out)
     write_json({"samples": len(df), "correct": int(df["correct"].sum()), **pass_metrics(df), "shards": len(vers),
                 "duration_s": max(v.get("duration_s", 0.0) for v in vers)}, verify_metrics_out)

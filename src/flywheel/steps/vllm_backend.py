@@ -1,39 +1,112 @@
-"""Optional vLLM backend for generate: NOT wired in and NOT tested (no GPU on the development machines).
+"""The generate step's decoding engine: transformers (always there) or vLLM (an optional extra, GPU only).
 
-A hook for the GPU path, kept out of `generate_samples` until it can be measured:
-`pip install 'llm-flywheel[vllm]'` on a CUDA image, then `decode_vllm` returns exactly what
-`flywheel.steps.generate.decode_batched` returns. It keeps the sharding property: each (prompt, sample)
-is its own request with its own `SamplingParams(seed=...)`, the same per-row key as the transformers
-path, so 1 and N shards give the same rows (though not the same rows as the transformers backend: the
-two draw with different generators). To wire it: a `generate.backend: transformers | vllm` field (the
-generate section is the loop's), chosen when vLLM imports and `torch.cuda.is_available()`; then measure
-samples/s against the transformers backend on the same prompts (bench/generate.py) and record both in
-docs/.
+    pip install 'llm-flywheel[vllm]'          # on a CUDA machine; see pyproject.toml for why it may not resolve
+    generate: {backend: auto}                 # vLLM when it can run, else transformers (the reason is logged)
+
+`select_backend` picks one and says why; `decode_vllm` returns what `generate.decode_batched` returns, so
+the generate step builds its rows (docs/architecture.md, "Artifacts") the same way for both.
+
+What vLLM needs of a checkpoint: a Hugging Face folder (or hub id) whose `config.json` names an architecture
+in vLLM's model registry, and a tokenizer that `AutoTokenizer.from_pretrained` loads (vLLM loads it that
+way). The embedded model qualifies on both counts on paper: `LlamaForCausalLM`, and a character-level
+`PreTrainedTokenizerFast` saved with `save_pretrained` (tokenizer.json), which every step already loads with
+`AutoTokenizer`; its head size (hidden 128 / 4 heads = 32) is one FlashAttention takes. With `dtype="auto"`
+vLLM runs an fp32 checkpoint in fp16 (vLLM's documented rule for "auto"), so its numbers differ slightly from
+the transformers backend's fp32. None of this has run here (no GPU, and vLLM pulls a CUDA torch): on a GPU,
+`bench/generate_vllm.py` is the first check, and `generate.backend: transformers` the way back.
+
+Reproducibility: every (prompt, sample) is its own request with `SamplingParams(n=1, seed=key)`, the key
+from `sampling.row_keys` (seed, prompt id, sample index) that the transformers backend also uses. vLLM then
+draws that request's tokens from a generator seeded by that key alone, so a row does not depend on which
+other prompts share its batch or its shard. What vLLM guarantees on top (docs.vllm.ai, "Reproducibility"):
+identical outputs only on the same hardware and the same vLLM version, and only with deterministic
+scheduling (offline `LLM`, `VLLM_ENABLE_V1_MULTIPROCESSING=0`) or with batch invariance
+(`VLLM_BATCH_INVARIANT=1`, NVIDIA compute capability >= 8.0, beta); otherwise a different batch mix can
+change the logits in the last bits (different kernels and reduction orders) and so, rarely, a sampled
+token. The two backends never give the same samples: they draw with different generators.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
 
-def vllm_available() -> bool:
-    import importlib.util
+FIX = ("pip install 'llm-flywheel[vllm]' on a machine with a CUDA GPU, or set generate.backend: transformers "
+       "(or auto)")
 
+
+def vllm_importable() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def cuda_available() -> bool:
     import torch
 
-    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    return torch.cuda.is_available()
 
 
-def decode_vllm(model_dir: str, prompts: list[str], keys: list[str], *, samples: int, temperature: float,
-                top_p: float, max_new_tokens: int, seed: int):
-    """For each prompt, `samples` (text, completion_tokens, finished) tuples, like decode_batched."""
-    from vllm import LLM, SamplingParams
+def vllm_unfit(model_dir: str | Path) -> str | None:
+    """Why vLLM cannot serve this checkpoint (its architecture is not in vLLM's registry, or AutoTokenizer
+    cannot load its tokenizer), or None if it can. Needs vLLM installed."""
+    from transformers import AutoConfig, AutoTokenizer
+    from vllm import ModelRegistry
+
+    try:
+        archs = AutoConfig.from_pretrained(str(model_dir)).architectures or []
+        AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as err:
+        return f"{model_dir}: {type(err).__name__}: {err}"
+    supported = set(ModelRegistry.get_supported_archs())
+    if not any(a in supported for a in archs):
+        return f"architecture {archs} of {model_dir} is not one vLLM supports"
+    return None
+
+
+def select_backend(requested: str, model_dir: str | Path) -> tuple[str, str]:
+    """('vllm' | 'transformers', why). `requested` is generate.backend: 'transformers' is taken as is;
+    'vllm' raises ValueError (one message: the field and the fix) where vLLM cannot run; 'auto' takes vLLM
+    where it can run and falls back to transformers otherwise, logging the reason to stderr."""
+    if requested == "transformers":
+        return "transformers", "generate.backend: transformers"
+    missing = ("vllm is not installed" if not vllm_importable() else
+               "no CUDA GPU is visible (torch.cuda.is_available() is False)" if not cuda_available() else
+               vllm_unfit(model_dir))
+    if missing is None:
+        return "vllm", f"generate.backend: {requested}; vLLM imports, a CUDA GPU is present, the checkpoint qualifies"
+    if requested == "vllm":
+        raise ValueError(f"generate.backend is 'vllm' but {missing}: {FIX}")
+    why = f"generate.backend: auto -> transformers ({missing})"
+    print(f"generate: {why}", file=sys.stderr, flush=True)
+    return "transformers", why
+
+
+def load_vllm(model_dir: str | Path, seed: int, dtype: str = "auto"):
+    """The vLLM engine for the checkpoint (model and tokenizer from the same folder)."""
+    from vllm import LLM
+
+    return LLM(model=str(model_dir), tokenizer=str(model_dir), dtype=dtype, seed=seed)
+
+
+def decode_vllm(llm, prompts: list[str], keys: list[str], *, samples: int, temperature: float, top_p: float,
+                max_new_tokens: int, seed: int, sampling_params=None):
+    """For each prompt, `samples` (text, completion_tokens, finished) tuples, as `decode_batched` returns,
+    and each prompt's length in tokens. `sampling_params`: the SamplingParams class (default vLLM's).
+
+    completion_tokens is len(token_ids): for a request that stopped on the end-of-sequence token
+    (finish_reason 'stop') vLLM keeps that token in token_ids and leaves it out of the text
+    (skip_special_tokens), which matches `decode_batched` (EOS counted, not in the text). Our reading of
+    vLLM's stop check, not run here: the GPU bench compares the two backends' token counts."""
+    if sampling_params is None:
+        from vllm import SamplingParams as sampling_params
 
     from flywheel.steps.sampling import row_keys
 
-    llm = LLM(model=str(model_dir), seed=seed)
-    seeds = row_keys(seed, keys, samples)
+    row_seeds = row_keys(seed, keys, samples)  # one per (prompt, sample), in the order prompts x samples
     requests = [p for p in prompts for _ in range(samples)]
-    params = [SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=s, n=1)
-              for s in seeds]
-    outs = llm.generate(requests, params)
-    tuples = [(o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason == "stop") for o in outs]
-    return [tuples[i * samples:(i + 1) * samples] for i in range(len(prompts))]
+    params = [sampling_params(n=1, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=s)
+              for s in row_seeds]
+    outs = llm.generate(requests, params)  # one RequestOutput per request, in request order
+    rows = [(o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason == "stop") for o in outs]
+    prompt_tokens = [len(outs[i * samples].prompt_token_ids) for i in range(len(prompts))]
+    return [rows[i * samples:(i + 1) * samples] for i in range(len(prompts))], prompt_tokens
