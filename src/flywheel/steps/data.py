@@ -9,7 +9,7 @@ import pandas as pd
 
 from flywheel.config import Config
 from flywheel.steps import step
-from flywheel.io import read_json, write_table
+from flywheel.io import read_json, read_table, write_table
 from flywheel.schema import PROBLEM_COLUMNS, PROPOSAL_COLUMNS, SEED_COLUMNS
 from flywheel.tasks import load_task
 
