@@ -210,3 +210,13 @@ def test_kept_proposals_join_the_next_iterations_prompts_in_the_pipeline(tmp_pat
     kept = read_table(root / "propose" / "proposals", PROPOSAL_COLUMNS)
     prompts2 = read_table(root / "sample-prompts-2" / "prompts")
     assert len(kept) == m["kept"] and set(kept["prompt"]) <= set(prompts2["prompt"])
+
+
+def test_dvc_stages_carry_the_kept_proposals_to_the_next_prompts():
+    from flywheel.versions import dvc_yaml
+
+    stages = yaml.safe_load(dvc_yaml("examples/propose.yaml"))["stages"]
+    assert [s for s in stages if s.startswith("propose")] == ["propose_1", "propose_2"]  # 3 iterations
+    assert "--proposed data/iter_1/propose/proposals.parquet" in stages["prompts_2"]["cmd"]
+    assert stages["prompts_2"]["deps"] == ["data/iter_1/propose/proposals.parquet"]
+    assert "--propose metrics/iter_2/propose.json" in stages["record_2"]["cmd"]
