@@ -68,7 +68,7 @@ class ProposeConfig(Section):
     examples: int = Field(3, gt=0, description="Problems of the prompt pool shown in each proposal prompt (arithmetic: match task.params.proposal_shots).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of the proposals (hot: they should differ).")
     max_new_tokens: int = Field(32, gt=0, description="Longest proposed problem, in tokens.")
-    samples: int = Field(8, gt=0, description="Answers sampled per kept-so-far proposal to estimate the current model's pass rate on it (at generate.temperature, scored by the configured verifier).")
+    samples: int = Field(8, gt=0, description="Answers sampled per proposal that passed the filters, to estimate the current model's pass rate on it (at generate.temperature, scored by the configured verifier).")
     pass_rate_window: tuple[float, float] = Field((0.1, 0.9), description="Keep a proposal when the model's pass rate on it is within [lo, hi]: solved sometimes but not always (STP keeps conjectures that are barely provable). Below: too-hard; above: too-easy.")
 
 
