@@ -24,7 +24,7 @@ def place(task, step: str, cfg: Config):
     r = cl.resources_for(step)
     if step == "train" and cl.trainjob_nodes > 1:
         # The train task only launches and watches a TrainJob: the GPUs go to the TrainJob's nodes.
-        r = cl.defaults.model_copy(update={"timeout_s": None})
+        r = cl.defaults.model_copy(update={"timeout_s": None, "gpus": 0})
         kubernetes.mount_pvc(task, pvc_name=cl.train_job.shared_pvc, mount_path=cl.train_job.shared_mount_path)
     if r.cpu:
         task.set_cpu_request(r.cpu)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from flywheel.io import write_json, write_table
 from flywheel.report import record_iteration
@@ -73,6 +74,10 @@ def test_each_iteration_is_a_wandb_run_of_the_pipeline_group_read_back_offline(t
     assert float(history[1]["verify/pass_rate"]) == 0.5 and float(history[1]["gates/curate/passed"]) == 1.0
     assert float(history[1]["gates/curate/curated.seed_share"]) == 0.3
     assert {"samples", "gate_results"} <= {k.split("/")[0] for k in history[1]}
+    # loop health is charted too, not only buried in the summary
+    health = summary["iterations"][1]["health"]
+    assert float(history[1]["health/pass@1"]) == pytest.approx(health["pass@1"])
+    assert float(history[1]["health/balance_score"]) == pytest.approx(health["balance_score"])
     group = summary["run_id"]
     names = {(n, t) for n, t, _ in artifacts}
     assert {(f"curated-{group}", "dataset"), (f"model-{group}", "model"), (f"eval-results-{group}", "evaluation")} <= names

@@ -112,6 +112,8 @@ def test_data_revision_of_a_stage_output_in_dvc_lock(env):
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "lock")
     assert data_revision(str(repo), "dvc.lock:data/seed.parquet") == "c" * 32
     assert data_revision(str(repo), "data/prompts.parquet.dvc", "HEAD~1") == "a" * 32
+    # a repository given by URL is cloned (shallow) at its default branch or at a branch/tag
+    assert data_revision(f"file://{repo}", "dvc.lock:data/seed.parquet") == "c" * 32
 
 
 def test_dry_run_and_bad_inputs(env, capsys):

@@ -108,6 +108,11 @@ def _gx_locked():
     global _GX
     if _GX is not None:
         return _GX
+    import logging
+
+    # GX logs ~100 INFO lines per import ("Skipping registering function ..."); kfp.local's executor puts the
+    # root logger at INFO, so without this every step's log drowns in them.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations import expectations as gxe
     from great_expectations.core.metric_domain_types import MetricDomainTypes

@@ -25,6 +25,9 @@ from flywheel.config import Config
 from flywheel.io import read_table
 
 STEPS = ("generate", "verify", "curate", "train", "eval")
+# Entries of a summary iteration charted besides the steps: loop health (pass@k, diversity, balance score,
+# verifier error rates) and the promotion decision (accuracies, p-value), each as its own W&B chart.
+CHARTED = STEPS + ("health", "promote")
 
 
 @contextlib.contextmanager
@@ -95,8 +98,8 @@ def track_iteration(cfg: Config, summary: dict, entry: dict, run_dir: str | Path
                      config={"flywheel": cfg.model_dump(), "iteration": i, "inputs": summary.get("inputs", {}),
                              "manifest": entry.get("manifest", {})})
     metrics = {"iteration": i}
-    for step in STEPS:
-        if step in entry:
+    for step in CHARTED:
+        if isinstance(entry.get(step), dict):
             metrics.update(flatten({k: v for k, v in entry[step].items() if k != "gate"}, f"{step}/"))
             gate = entry[step].get("gate") or {}
             if gate.get("enabled"):

@@ -53,7 +53,8 @@ def _git_show(repo: str, rev: str, path: str) -> str:
     if Path(repo).is_dir():
         return show(repo)
     with tempfile.TemporaryDirectory(prefix="flywheel-trigger-") as tmp:  # a remote: shallow, one revision
-        out = subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", rev, repo, tmp],
+        branch = [] if rev == "HEAD" else ["--branch", rev]  # a branch or tag; HEAD: the default branch
+        out = subprocess.run(["git", "clone", "--quiet", "--depth", "1", *branch, repo, tmp],
                              capture_output=True, text=True)
         if out.returncode:
             raise TriggerError(f"cannot clone {repo} at {rev}: {out.stderr.strip()}")

@@ -40,6 +40,8 @@ def make_datasets(cfg: Config, seed_path: str | Path, eval_path: str | Path) -> 
     metrics = {"seed_rows": len(seed), "eval_rows": len(evals),
                "seed_difficulties": sorted(int(d) for d in seed["difficulty"].unique()),
                "eval_difficulties": sorted(int(d) for d in evals["difficulty"].unique())}
+    if getattr(task, "inputs", None):  # the task's own data file, read from a DVC repository
+        inputs["task_data"] = task.inputs
     if inputs:
         metrics["inputs"] = inputs
     return metrics

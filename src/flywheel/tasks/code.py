@@ -31,7 +31,8 @@ class Code:
                  prefix_field: str | None = "prefix", solution_field: str | None = "solution",
                  difficulty_field: str | None = "difficulty", id_field: str | None = None,
                  eval_fraction: float = 0.2, seed_size: int = 200, seed_max_difficulty: int | None = None,
-                 sandbox: dict[str, Any] | None = None):
+                 sandbox: dict[str, Any] | None = None,
+                 repo: str = "", rev: str = ""):
         """
         path: a .jsonl or .parquet file of problems (relative to the working directory).
         prompt_field / tests_field: the model's input and the list of test statements.
@@ -40,6 +41,7 @@ class Code:
         id_field: a stable row id (default: the line number).
         eval_fraction / seed_size / seed_max_difficulty: as in the jsonl task.
         sandbox: keyword arguments of the unit-tests verifier (workers, isolate_tests, Limits fields).
+        repo / rev: read `path` from a DVC repository, as in the jsonl task.
         """
         from flywheel.verifiers.unit_tests import UnitTests
 
@@ -50,8 +52,8 @@ class Code:
             self.tests = UnitTests(**(sandbox or {}))
         except TypeError as err:
             raise ValueError(f"task.params.sandbox: {err}") from None
-        self.pool = ProblemPool(load_problems(path, self._problem), eval_fraction, seed_size,
-                                seed_max_difficulty)
+        rows, self.inputs = load_problems(path, self._problem, repo, rev)
+        self.pool = ProblemPool(rows, eval_fraction, seed_size, seed_max_difficulty)
 
     def _optional(self, loc: str, rec: dict, name: str | None, param: str, kind, default):
         return field(loc, rec, name, param, kind) if name and name in rec and rec[name] is not None else default

@@ -19,29 +19,61 @@ class DataError(ValueError):
     """A data file or row the task cannot use; the message names the file, the line or row, and the field."""
 
 
-def resolve(path: str) -> Path:
-    """The local file behind `path`.
+def resolve(path: str, repo: str = "", rev: str = "") -> tuple[Path, dict[str, Any] | None]:
+    """The local file behind `path`, and what was read when it came from a DVC repository.
 
-    Hook for versioned data: DVC coordinates (`dvc://REPO/PATH@REV`) are resolved here once the data issue
-    lands (via `dvc.api.open` / `dvc get`); until then they stop with the command that fetches the file.
+    With `repo` (a Git URL or a local repository; `rev` a branch, tag or commit, default HEAD) the file is
+    read with `dvc.api` (from the repository's DVC remote when it is DVC-tracked, from Git otherwise) into a
+    content-addressed local copy; the record says which commit and which bytes (md5) were used, so that
+    `make_datasets` can put them in summary.json and W&B.
     """
     if path.startswith("dvc://"):
-        repo_path, _, rev = path[len("dvc://"):].partition("@")
-        raise DataError(f"{path}: DVC coordinates are not resolved by the task yet; fetch the file with "
-                        f"`dvc get {repo_path.rsplit('/', 1)[0] or 'REPO'} {repo_path.rsplit('/', 1)[-1]}"
-                        f"{' --rev ' + rev if rev else ''}` and give its local path")
+        raise DataError(f"{path}: name a file in a DVC repository with task.params.repo (and rev), e.g. "
+                        "{path: data/train.jsonl, repo: https://github.com/org/data, rev: v1}")
+    if repo or rev:
+        return _fetch_dvc(path, repo, rev)
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"{path}: data file not found (relative paths are relative to the directory the "
-                        "command runs in; on a cluster the file must be in the image or on a mounted volume)")
-    return p
+                        "command runs in; on a cluster the file must be in the image or on a mounted volume, "
+                        "or named in a DVC repository with task.params.repo)")
+    return p, None
 
 
-def read_records(path: str) -> Iterator[tuple[str, int, dict[str, Any] | DataError]]:
-    """(location, number, record) for every row of a .jsonl or .parquet file; location is 'FILE:LINE' or
-    'FILE row N', number the line (JSONL, from 1) or row (Parquet, from 0). A line that is not a JSON object
-    comes as a `DataError` in place of the record."""
-    p = resolve(path)
+def _fetch_dvc(path: str, repo: str, rev: str) -> tuple[Path, dict[str, Any]]:
+    import hashlib
+    import os
+    import tempfile
+
+    import dvc.api
+    from dvc.repo import Repo
+
+    try:
+        raw = dvc.api.read(path, repo=repo or None, rev=rev or None, mode="rb")
+        with Repo.open(repo or None, rev=rev or None, uninitialized=True) as r:
+            commit = r.scm.get_rev() if r.scm else None
+    except Exception as err:  # dvc raises many types (PathMissingError, RevError, NoRemoteError, ...)
+        raise DataError(f"{path}: cannot read it from DVC repository {repo or '.'!r} at revision "
+                        f"{rev or 'HEAD'!r} ({type(err).__name__}: {err}); check task.params.path, repo and "
+                        "rev, and that the repository's DVC remote is reachable") from None
+    md5 = hashlib.md5(raw).hexdigest()
+    cache = Path(os.environ.get("FLYWHEEL_CACHE", Path.home() / ".cache" / "flywheel")) / "dvc-inputs"
+    cache.mkdir(parents=True, exist_ok=True)
+    local = cache / f"{md5}{Path(path).suffix}"
+    if not local.is_file():  # content-addressed: written once, atomically, shared by every step on the host
+        fd, tmp = tempfile.mkstemp(dir=cache, suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        os.replace(tmp, local)
+    return local, {"repo": repo or ".", "path": path, "rev": rev or "HEAD", "commit": commit, "md5": md5,
+                   "size": len(raw)}
+
+
+def read_records(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any] | DataError]]:
+    """(location, number, record) for every row of a local .jsonl or .parquet file; location is 'FILE:LINE'
+    or 'FILE row N', number the line (JSONL, from 1) or row (Parquet, from 0). A line that is not a JSON
+    object comes as a `DataError` in place of the record."""
+    p = Path(path)
     if p.suffix == ".parquet":
         import pandas as pd
 
@@ -80,11 +112,19 @@ def field(loc: str, rec: dict, name: str, param: str, kind: type | tuple = str) 
     return value
 
 
-def load_problems(path: str, make: Callable[[str, int, dict], dict[str, Any]]) -> list[dict[str, Any]]:
+def load_problems(path: str, make: Callable[[str, int, dict], dict[str, Any]], repo: str = "",
+                  rev: str = "") -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Apply `make(location, number, record) -> problem row` to every row; stop at the first bad one, saying how many
-    others are bad too, so that one fix-and-rerun cycle sees the whole problem."""
+    others are bad too, so that one fix-and-rerun cycle sees the whole problem. Returns the rows and, for a
+    file read from a DVC repository, the record of what was read (`resolve`)."""
+    local, record = resolve(path, repo, rev)
     rows, errors = [], []
-    for loc, n, rec in read_records(path):
+    for loc, n, rec in read_records(local):
+        if record:  # name the file as the user did, not the local copy
+            shown = f"{record['repo']}@{record['rev']}:{path}"
+            loc = loc.replace(str(local), shown, 1)
+            if isinstance(rec, DataError):
+                rec = DataError(str(rec).replace(str(local), shown, 1))
         try:
             if isinstance(rec, DataError):
                 raise rec
@@ -96,7 +136,7 @@ def load_problems(path: str, make: Callable[[str, int, dict], dict[str, Any]]) -
         raise DataError(errors[0] + more)
     if not rows:
         raise DataError(f"{path}: no rows")
-    return rows
+    return rows, record
 
 
 def _hash(text: str, salt: str = "") -> int:

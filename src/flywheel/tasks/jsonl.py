@@ -30,7 +30,8 @@ class Jsonl:
                  answer_format: str = "auto", completion_field: str | None = None,
                  difficulty_field: str | None = None, id_field: str | None = None,
                  prompt_template: str = "{prompt}", eval_fraction: float = 0.2, seed_size: int = 200,
-                 seed_max_difficulty: int | None = None, rel_tol: float = 1e-6, abs_tol: float = 1e-9):
+                 seed_max_difficulty: int | None = None, rel_tol: float = 1e-6, abs_tol: float = 1e-9,
+                 repo: str = "", rev: str = ""):
         """
         path: a .jsonl (one JSON object per line) or .parquet file; relative to the working directory.
         prompt_field / answer_field: the fields that hold the question and its answer.
@@ -43,6 +44,8 @@ class Jsonl:
         seed_size: labelled rows in the seed set (warm start and the curate mix).
         seed_max_difficulty: label only rows up to this difficulty (None: any).
         rel_tol / abs_tol: numeric tolerance of the comparison.
+        repo / rev: read `path` from this DVC (or Git) repository at this revision with dvc.api (a Git URL or
+            a local repository; '' = a local file). The commit and content hash used land in summary.json.
         """
         if answer_format not in FORMATS:
             raise ValueError(f"answer_format {answer_format!r}: expected one of {', '.join(FORMATS)}")
@@ -50,8 +53,8 @@ class Jsonl:
         self.prompt_field, self.answer_field = prompt_field, answer_field
         self.completion_field, self.difficulty_field, self.id_field = completion_field, difficulty_field, id_field
         self.prompt_template = prompt_template
-        self.pool = ProblemPool(load_problems(path, self._problem), eval_fraction, seed_size,
-                                seed_max_difficulty)
+        rows, self.inputs = load_problems(path, self._problem, repo, rev)
+        self.pool = ProblemPool(rows, eval_fraction, seed_size, seed_max_difficulty)
 
     def _problem(self, loc: str, n: int, rec: dict[str, Any]) -> dict[str, Any]:
         question = field(loc, rec, self.prompt_field, "prompt_field")
