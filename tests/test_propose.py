@@ -96,6 +96,11 @@ def test_bad_propose_config_names_the_field(propose, match):
         parse_config({"propose": propose})
 
 
+def test_propose_needs_sampled_pass_rates():
+    with pytest.raises(ConfigError, match=r"propose\.samples.*generate\.temperature is 0.*propose\.samples: 1"):
+        parse_config({"propose": {"enabled": True}, "generate": {"temperature": 0, "samples_per_prompt": 1}})
+
+
 def test_propose_needs_fresh_prompts():
     with pytest.raises(ConfigError, match=r"propose\.enabled.*task\.prompt_source"):
         parse_config({"propose": {"enabled": True}, "task": {"prompt_source": "seed"}})
@@ -108,6 +113,15 @@ def test_a_task_without_the_propose_methods_is_refused_before_the_run():
                         "task": {"name": "jsonl", "params": {"path": "examples/data/word_problems.jsonl"}}})
     with pytest.raises(ValueError, match=r"propose\.enabled.*'jsonl'.*propose_prompt, parse_proposal.*"
                                          r"propose\.enabled: false"):
+        preflight(cfg)
+
+
+def test_grow_threshold_needs_a_task_that_takes_top():
+    from flywheel.steps.verify import preflight
+
+    cfg = parse_config({"generate": {"grow_threshold": 0.8}, "gates": TINY["gates"],
+                        "task": {"name": "jsonl", "params": {"path": "examples/data/word_problems.jsonl"}}})
+    with pytest.raises(ValueError, match=r"generate\.grow_threshold.*'jsonl'.*`top`.*grow_threshold: 0"):
         preflight(cfg)
 
 

@@ -223,6 +223,10 @@ class Config(Section):
         if not any(lo <= k / p.samples <= hi for k in range(p.samples + 1)):
             raise ValueError(f"propose.pass_rate_window {[lo, hi]} contains no pass rate k/{p.samples} that "
                              f"propose.samples = {p.samples} can measure; widen the window or raise propose.samples")
+        if p.enabled and self.generate.temperature == 0 and p.samples > 1:
+            raise ValueError("propose.samples > 1 but generate.temperature is 0 (greedy): the pass rate of a proposal "
+                             "is sampled at generate.temperature, and greedy samples are identical (pass rate 0 or 1); "
+                             "set generate.temperature > 0 or propose.samples: 1")
         if p.enabled and self.task.prompt_source == "seed":
             raise ValueError("propose.enabled is true but task.prompt_source is 'seed', whose prompts must have a "
                              "labelled seed answer (proposals have none); set propose.enabled: false or "
