@@ -67,13 +67,15 @@ def filter_proposals(task, texts: list[str], pool_prompts: list[str], eval_promp
     for i, text in enumerate(texts):
         hit = None
         try:
-            row = {c: task.parse_proposal(text)[c] for c in PROBLEM_COLUMNS}
+            parsed = task.parse_proposal(text)
         except ValueError as err:  # the task's reason the text is not a problem (other errors are bugs: raised)
             row, reason, detail = {c: "" for c in PROBLEM_COLUMNS} | {"difficulty": -1}, "invalid", str(err)
         else:
-            keys = {normalize(text), normalize(row["prompt"])}
+            row = {c: parsed[c] for c in PROBLEM_COLUMNS}
+            # the id too: two texts the task reads as the same problem are one problem
+            keys = [normalize(text), normalize(row["prompt"]), f"id: {row['prompt_id']}"]  # a list: a fixed order
             hit = next((seen[k] for k in keys if k in seen), None)
-            if keys & evals:
+            if evals.intersection(keys):
                 reason, detail = "in-eval", "an evaluation prompt (contamination)"
             elif hit is not None:
                 reason, detail = "duplicate", f"same problem as {hit}"
@@ -134,9 +136,8 @@ def propose_problems(model_dir: str | Path, prompts_path: str | Path, eval_path:
                                  "prompt_tokens": 0, "completion_tokens": n, "finished": fin, "model": str(model_dir)}
                                 for c, outs in zip(candidates, answers) for s, (text, n, fin) in enumerate(outs)],
                                columns=list(SAMPLE_COLUMNS))
-        correct = pd.Series([bool(v.correct) for v in verifier_of(cfg)(samples)])
-        by_prompt = correct.groupby(samples["prompt_id"].values, sort=False).mean()
-        rates = [float(by_prompt[c["prompt_id"]]) for c in candidates]
+        correct = [bool(v.correct) for v in verifier_of(cfg)(samples)]  # K rows per candidate, in order
+        rates = [sum(correct[j:j + p.samples]) / p.samples for j in range(0, len(correct), p.samples)]
     kept, too = keep_in_window(candidates, rates, p.pass_rate_window)
     dropped += too
     kept_df = pd.DataFrame(kept, columns=list(PROPOSAL_COLUMNS)).assign(iteration=iteration)
