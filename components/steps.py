@@ -41,15 +41,29 @@ def init_model(config: str, seed_set: Input[Dataset], model: Output[Model], metr
 
 
 def sample_prompts(config: str, iteration: int, prompts: Output[Dataset], metrics: Output[Metrics],
-                   previous: Input[Artifact] = None):
-    """The prompts of one iteration, and its sampling plan (from the previous summary in adaptive mode)."""
+                   previous: Input[Artifact] = None, proposed: Input[Dataset] = None):
+    """The prompts of one iteration (with the problems the last propose step kept), and its sampling plan
+    (from the previous summary in adaptive mode)."""
     from flywheel.components.kfp_metrics import log_metrics
     from flywheel.config import config_from_json
     from flywheel.steps.data import sample_prompts as sample_prompts_step
 
     log_metrics(metrics, sample_prompts_step(config_from_json(config), iteration, prompts.path,
                                              previous_summary=previous.path if previous else None,
+                                             proposed_path=proposed.path if proposed else None,
                                              metrics_path=metrics.path))
+
+
+def propose(config: str, iteration: int, model: Input[Model], prompts: Input[Dataset], eval_set: Input[Dataset],
+            proposals: Output[Dataset], dropped: Output[Dataset], metrics: Output[Metrics]):
+    """New problems written by the model, kept when it solves them sometimes but not always (for the next
+    iteration's prompts); every dropped one kept with its reason."""
+    from flywheel.components.kfp_metrics import log_metrics
+    from flywheel.config import config_from_json
+    from flywheel.steps.propose import propose_problems
+
+    log_metrics(metrics, propose_problems(model.path, prompts.path, eval_set.path, proposals.path, dropped.path,
+                                          config_from_json(config), iteration, metrics_path=metrics.path))
 
 
 def generate(config: str, iteration: int, model: Input[Model], prompts: Input[Dataset],
@@ -164,7 +178,7 @@ def record(config: str, iteration: int, evaluation: Input[Metrics], summary: Out
            verification: Input[Metrics] = None, curation: Input[Metrics] = None, training: Input[Metrics] = None,
            promotion: Input[Metrics] = None, verdicts: Input[Dataset] = None, preparation: Input[Metrics] = None,
            dropped: Input[Dataset] = None, curated: Input[Dataset] = None, model: Input[Model] = None,
-           results: Input[Dataset] = None):
+           results: Input[Dataset] = None, proposal: Input[Metrics] = None):
     """Append the iteration's metrics and reproducibility manifest to the run summary (JSON), render the
     report (HTML), and log the iteration to W&B (metrics, gates, sample rows, artifacts)."""
     from flywheel.config import config_from_json
@@ -178,10 +192,11 @@ def record(config: str, iteration: int, evaluation: Input[Metrics], summary: Out
                      verify=path(verification), curate=path(curation), train=path(training),
                      promote=path(promotion), verdicts=path(verdicts), prepare=path(preparation),
                      dropped=path(dropped), curated=path(curated), model=path(model), results=path(results),
-                     store=True)  # curated rows and model into the DVC cache and remote (data.store)
+                     store=True,  # curated rows and model into the DVC cache and remote (data.store)
+                     propose=path(proposal))
 
 
-STEPS = (prepare_data, init_model, sample_prompts, generate, verify, merge_shards, curate, train, evaluate, promote,
+STEPS = (prepare_data, init_model, sample_prompts, propose, generate, verify, merge_shards, curate, train, evaluate, promote,
          record)
 
 

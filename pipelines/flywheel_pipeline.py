@@ -12,6 +12,7 @@ KFP UI shows (and lets a researcher edit) every setting in one place, and nothin
                          │
        ┌─────────────────┴───────────── iteration i = 1..N (while promote says go on) ────────────────┐
        │ sample_prompts ─> generate ─> verify ─> curate ─> train ─> evaluate ─> promote ─> record       │
+       │       └─> propose (optional) ──> kept problems join sample_prompts of iteration i+1            │
        └───────────────────────────────────────────────────────────────────────────────────────────────┘
 """
 
@@ -49,14 +50,21 @@ def build_pipeline(cfg: Config):
                        preparation=data.outputs["metrics"], results=ev.outputs["results"]).set_display_name("record 0")
         champion = {"champion": base.outputs["model"], "champion_results": ev.outputs["results"],
                     "champion_metrics": ev.outputs["metrics"]}
-        curated = decision = None
+        curated = decision = proposed = None
 
         with ExitStack() as gates:
             for i in range(1, cfg.iterations + 1):
                 if decision is not None:  # iteration i runs only if promote(i-1) said go on
                     gates.enter_context(dsl.If(decision.outputs["Output"] == True, name=f"continue-{i}"))  # noqa: E712
-                prompts = c.sample_prompts(config=config, iteration=i, previous=rec.outputs["summary"])
+                carry = {"proposed": proposed.outputs["proposals"]} if proposed is not None else {}
+                prompts = c.sample_prompts(config=config, iteration=i, previous=rec.outputs["summary"], **carry)
                 prompts.set_display_name(f"prompts {i}")
+                # the last iteration's proposals would feed no iteration: not written
+                proposed = None
+                if cfg.propose.enabled and i < cfg.iterations:
+                    proposed = c.propose(config=config, iteration=i, model=champion["champion"],
+                                         prompts=prompts.outputs["prompts"], eval_set=eval_set)
+                    proposed.set_display_name(f"propose {i}")
                 gv = generate_and_verify(c, cfg.cluster.shards, config=config, iteration=i, model=champion["champion"],
                                          prompts=prompts.outputs["prompts"], plan=prompts.outputs["metrics"])
                 carry = {"previous": curated} if curated is not None else {}
@@ -75,7 +83,9 @@ def build_pipeline(cfg: Config):
                                verification=gv.verification, curation=cur.outputs["metrics"],
                                training=tr.outputs["metrics"], promotion=decision.outputs["decision"],
                                verdicts=gv.verdicts, dropped=cur.outputs["dropped"], curated=cur.outputs["curated"],
-                               model=tr.outputs["model"], results=ev.outputs["results"]).set_display_name(f"record {i}")
+                               model=tr.outputs["model"], results=ev.outputs["results"],
+                               **({"proposal": proposed.outputs["metrics"]} if proposed is not None else {})
+                               ).set_display_name(f"record {i}")
                 champion = {"champion": decision.outputs["model"], "champion_results": decision.outputs["results"],
                             "champion_metrics": decision.outputs["metrics"]}
                 curated = cur.outputs["curated"]

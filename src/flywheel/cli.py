@@ -174,7 +174,15 @@ def cmd_prompts(args) -> int:
     from flywheel.steps.data import sample_prompts
 
     _emit(sample_prompts(_config(args), args.iteration, args.out, previous_summary=args.previous_summary,
-                         metrics_path=args.metrics))
+                         proposed_path=args.proposed, metrics_path=args.metrics))
+    return 0
+
+
+def cmd_propose(args) -> int:
+    from flywheel.steps.propose import propose_problems
+
+    _emit(propose_problems(args.model, args.prompts, args.eval_set, args.out, args.dropped, _config(args),
+                           args.iteration, metrics_path=args.metrics))
     return 0
 
 
@@ -223,7 +231,8 @@ def cmd_record(args) -> int:
     s = record_iteration(_config(args), args.iteration, args.summary, args.report, evaluate=args.evaluate,
                          previous_summary=args.previous_summary, generate=args.generate, verify=args.verify,
                          curate=args.curate, train=args.train, verdicts=args.verdicts, prepare=args.prepare,
-                         dropped=args.dropped, curated=args.curated, model=args.model, results=args.results)
+                         dropped=args.dropped, curated=args.curated, model=args.model, results=args.results,
+                         propose=args.propose)
     print_summary(s)
     return 0
 
@@ -281,7 +290,16 @@ def make_parser() -> argparse.ArgumentParser:
     sp = step("prompts", cmd_prompts, "write the prompts of one iteration")
     sp.add_argument("--iteration", type=int, required=True)
     sp.add_argument("--out", required=True)
-    sp.add_argument("--previous-summary", help="summary.json of the run so far (adaptive mode, frontier curriculum)")
+    sp.add_argument("--previous-summary", help="summary.json of the run so far (adaptive mode, frontier curriculum, "
+                    "generate.grow_threshold)")
+    sp.add_argument("--proposed", help="problems the previous iteration's propose step kept: they join the prompts")
+    sp = step("propose", cmd_propose, "the model writes new problems; keep those it solves sometimes but not always")
+    sp.add_argument("--model", required=True, help="model folder or hub id")
+    sp.add_argument("--prompts", required=True, help="the iteration's prompts: the examples shown come from them")
+    sp.add_argument("--eval-set", required=True, help="held-out problems: a proposal equal to one is dropped")
+    sp.add_argument("--iteration", type=int, required=True)
+    sp.add_argument("--out", required=True, help="kept problems (Parquet), for the next iteration's --proposed")
+    sp.add_argument("--dropped", required=True, help="every other proposal with its reason (Parquet)")
     sp = step("generate", cmd_generate, "sample K answers per prompt")
     sp.add_argument("--model", required=True, help="model folder or hub id")
     sp.add_argument("--prompts", required=True)
@@ -317,7 +335,7 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report", required=True, help="report.html to write")
     sp.add_argument("--evaluate", required=True, help="the evaluate step's metrics (JSON)")
     sp.add_argument("--previous-summary", help="summary.json of the previous iteration")
-    for name in ("prepare", "generate", "verify", "curate", "train"):
+    for name in ("prepare", "generate", "verify", "curate", "train", "propose"):
         sp.add_argument(f"--{name}", help=f"the {name} step's metrics (JSON)")
     for name in ("verdicts", "dropped", "curated", "model", "results"):
         sp.add_argument(f"--{name}", help=f"the iteration's {name} (for W&B)")

@@ -60,6 +60,17 @@ class GenerateConfig(Section):
     samples_bounds: tuple[int, int] = Field((2, 32), description="Adaptive mode: fewest and most samples per prompt.")
     curriculum: Literal["task", "frontier"] = Field("task", description="'task': the task's own prompt mix; 'frontier': draw 4x the prompts and keep those of difficulties the model solved sometimes but not always last iteration (weight p(1-p)).")
     backend: Literal["auto", "transformers", "vllm"] = Field("auto", description="Decoding engine: 'auto' = vLLM when it imports, a CUDA GPU is present and the checkpoint qualifies (an architecture vLLM supports, a tokenizer AutoTokenizer loads), else transformers (the reason is logged); 'vllm' fails with one message where it cannot run; see docs/deploy.md.")
+    grow_threshold: float = Field(0.0, ge=0, le=1, description="Held-out accuracy at the current hardest prompt difficulty that lets the next iteration's prompts go one difficulty higher (arithmetic: one digit); 0 = the task's own schedule. Needs a task whose prompts() takes `top` (arithmetic does).")
+
+
+class ProposeConfig(Section):
+    enabled: bool = Field(False, description="Each iteration, the current model also writes new problems from a few examples of its prompt pool (Self-Instruct, STP's conjecturer); kept ones join the next iteration's prompts. Needs a task with propose_prompt and parse_proposal (docs/tasks.md#propose).")
+    proposals: int = Field(256, gt=0, description="Problems the model writes per iteration (before dedupe and filtering).")
+    examples: int = Field(3, gt=0, description="Problems of the prompt pool shown in each proposal prompt (arithmetic: match task.params.proposal_shots).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the proposals (hot: they should differ).")
+    max_new_tokens: int = Field(32, gt=0, description="Longest proposed problem, in tokens.")
+    samples: int = Field(8, gt=0, description="Answers sampled per proposal that passed the filters, to estimate the current model's pass rate on it (at generate.temperature, scored by the configured verifier).")
+    pass_rate_window: tuple[float, float] = Field((0.1, 0.9), description="Keep a proposal when the model's pass rate on it is within [lo, hi]: solved sometimes but not always (STP keeps conjectures that are barely provable). Below: too-hard; above: too-easy.")
 
 
 class VerifyConfig(Section):
@@ -179,6 +190,7 @@ class Config(Section):
     task: TaskConfig = Field(default_factory=TaskConfig, description="The task: prompts, held-out sets and verifier.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The starting model.")
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Sampling of candidate answers.")
+    propose: ProposeConfig = Field(default_factory=ProposeConfig, description="Optional: the model writes new problems for the next iteration's prompts.")
     verify: VerifyConfig = Field(default_factory=VerifyConfig, description="Scoring of candidates.")
     curate: CurateConfig = Field(default_factory=CurateConfig, description="Selection of training rows.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning on curated rows.")
@@ -202,6 +214,26 @@ class Config(Section):
         if self.train.recipe == "spin" and self.task.prompt_source != "seed":
             raise ValueError("train.recipe is 'spin', whose chosen answer is each prompt's labelled seed answer, "
                              "but task.prompt_source is 'task'; set task.prompt_source: seed")
+        return self
+
+    @model_validator(mode="after")
+    def _propose_window(self) -> "Config":
+        p = self.propose
+        lo, hi = p.pass_rate_window
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"propose.pass_rate_window {[lo, hi]}: needs 0 <= lo <= hi <= 1, e.g. [0.1, 0.9]")
+        # pass rates are multiples of 1/samples: a window between two of them keeps nothing
+        if not any(lo <= k / p.samples <= hi for k in range(p.samples + 1)):
+            raise ValueError(f"propose.pass_rate_window {[lo, hi]} contains no pass rate k/{p.samples} that "
+                             f"propose.samples = {p.samples} can measure; widen the window or raise propose.samples")
+        if p.enabled and self.generate.temperature == 0 and p.samples > 1:
+            raise ValueError("propose.samples > 1 but generate.temperature is 0 (greedy): the pass rate of a proposal "
+                             "is sampled at generate.temperature, and greedy samples are identical (pass rate 0 or 1); "
+                             "set generate.temperature > 0 or propose.samples: 1")
+        if p.enabled and self.task.prompt_source == "seed":
+            raise ValueError("propose.enabled is true but task.prompt_source is 'seed', whose prompts must have a "
+                             "labelled seed answer (proposals have none); set propose.enabled: false or "
+                             "task.prompt_source: task")
         return self
 
     def to_json(self) -> str:

@@ -21,7 +21,7 @@ from flywheel.monitor import gold_labels, iteration_health
 from flywheel.schema import VERDICT_COLUMNS
 from flywheel.steps.data import task_of
 
-STEP_KEYS = ("generate", "verify", "curate", "train", "eval", "promote")
+STEP_KEYS = ("generate", "verify", "curate", "train", "eval", "promote", "propose")
 
 
 def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, report_path: str | Path, *,
@@ -31,7 +31,8 @@ def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, repo
                      promote: str | Path | None = None, verdicts: str | Path | None = None,
                      prepare: str | Path | None = None, dropped: str | Path | None = None,
                      curated: str | Path | None = None, model: str | Path | None = None,
-                     results: str | Path | None = None, store: bool = False) -> dict:
+                     results: str | Path | None = None, store: bool = False,
+                     propose: str | Path | None = None) -> dict:
     """Append iteration `iteration` to the summary, with its reproducibility manifest; render the report;
     log the iteration to W&B (`flywheel.tracking`). `prepare` (iteration 0) adds the inputs' DVC revisions
     and hashes; `dropped`, `curated`, `model`, `results` are the iteration's artifacts, for W&B. `store`
@@ -47,7 +48,7 @@ def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, repo
     if prepare:
         summary["inputs"] = read_json(prepare, "prepare metrics").get("inputs", {})
     entry: dict = {"iteration": iteration}
-    for key, path in zip(STEP_KEYS, (generate, verify, curate, train, evaluate, promote)):
+    for key, path in zip(STEP_KEYS, (generate, verify, curate, train, evaluate, promote, propose), strict=True):
         if path:
             entry[key] = read_json(path, f"{key} metrics")
     entry["durations"] = {k: entry[k].get("duration_s") for k in STEP_KEYS if k in entry}

@@ -18,3 +18,7 @@ PAIR_COLUMNS = ("prompt_id", "prompt", "chosen", "rejected", "difficulty", "sour
                 "rejected_score")
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 RESULT_COLUMNS = (*PROBLEM_COLUMNS, "completion", "correct", "reason")
+# propose (flywheel.steps.propose): the kept proposals are problem rows (read by the next iteration's prompts
+# step) with the current model's estimated pass rate; every dropped one keeps the model's text and why.
+PROPOSAL_COLUMNS = (*PROBLEM_COLUMNS, "proposal", "pass_rate", "iteration")
+DROPPED_PROPOSAL_COLUMNS = (*PROPOSAL_COLUMNS, "drop_reason", "detail", "duplicate_of")

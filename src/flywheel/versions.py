@@ -30,6 +30,7 @@ STEP_PARAMS = {
     "prepare": ["seed", "task", "evaluate.per_difficulty", "data"],
     "init-model": ["seed", "task", "model", "train"],
     "prompts": ["seed", "task", "generate.prompts_per_iteration"],
+    "propose": ["seed", "task", "propose", "generate", "verify"],
     "generate": ["seed", "generate", "gates"],
     "verify": ["task", "verify", "gates"],
     "curate": ["seed", "curate", "gates"],
@@ -90,11 +91,20 @@ def dvc_stages(cfg: Config, config: str, raw: dict, data: str = "data", metrics:
 
     st["record_0"] = _record(0, {"evaluate": f"{metrics}/iter_0/evaluate.json", "prepare": f"{metrics}/prepare.json",
                                  "results": f"{data}/iter_0/evaluate/results.parquet"})
-    model, curated = base, None
+    model, curated, proposed = base, None, None
     for i in range(1, cfg.iterations + 1):
         d, m = f"{data}/iter_{i}", f"{metrics}/iter_{i}"
-        st[f"prompts_{i}"] = _stage(config, ["--iteration", str(i), "--out", f"{d}/prompts/prompts.parquet"],
-                                    "prompts", [], [f"{d}/prompts"], f"{m}/prompts.json")
+        carry = ["--proposed", proposed] if proposed else []
+        st[f"prompts_{i}"] = _stage(config, ["--iteration", str(i), *carry, "--out", f"{d}/prompts/prompts.parquet"],
+                                    "prompts", carry[1:], [f"{d}/prompts"], f"{m}/prompts.json")
+        proposed = None
+        if cfg.propose.enabled and i < cfg.iterations:  # the last iteration's proposals would feed nothing
+            proposed = f"{d}/propose/proposals.parquet"
+            st[f"propose_{i}"] = _stage(config, ["--model", model, "--prompts", f"{d}/prompts/prompts.parquet",
+                                                 "--eval-set", ev, "--iteration", str(i), "--out", proposed,
+                                                 "--dropped", f"{d}/propose/dropped.parquet"], "propose",
+                                        [model, f"{d}/prompts/prompts.parquet", ev], [f"{d}/propose"],
+                                        f"{m}/propose.json")
         st[f"generate_{i}"] = _stage(config, ["--model", model, "--prompts", f"{d}/prompts/prompts.parquet",
                                               "--iteration", str(i), "--out", f"{d}/generate/samples.parquet"],
                                      "generate", [model, f"{d}/prompts/prompts.parquet"], [f"{d}/generate"], f"{m}/generate.json")
@@ -124,7 +134,8 @@ def dvc_stages(cfg: Config, config: str, raw: dict, data: str = "data", metrics:
                                         "dropped": f"{d}/curate/dropped.parquet",
                                         "curated": f"{d}/curate/curated.parquet", "model": f"{d}/model",
                                         "results": f"{d}/evaluate/results.parquet",
-                                        "previous-summary": f"{data}/iter_{i - 1}/record/summary.json"})
+                                        "previous-summary": f"{data}/iter_{i - 1}/record/summary.json",
+                                        **({"propose": f"{m}/propose.json"} if proposed else {})})
         model, curated = f"{d}/model", f"{d}/curate/curated.parquet"
     for s in st.values():
         if not s["deps"]:

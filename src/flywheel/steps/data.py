@@ -9,8 +9,8 @@ import pandas as pd
 
 from flywheel.config import Config
 from flywheel.steps import step
-from flywheel.io import read_json, write_table
-from flywheel.schema import PROBLEM_COLUMNS, SEED_COLUMNS
+from flywheel.io import read_json, read_table, write_table
+from flywheel.schema import PROBLEM_COLUMNS, PROPOSAL_COLUMNS, SEED_COLUMNS
 from flywheel.tasks import load_task
 
 
@@ -60,13 +60,20 @@ def _dvc_table(src, columns, key: str):
 
 @step
 def sample_prompts(cfg: Config, iteration: int, out_path: str | Path,
-                   previous_summary: str | Path | None = None) -> dict:
+                   previous_summary: str | Path | None = None, proposed_path: str | Path | None = None) -> dict:
     """Write the prompts of `iteration` (a fresh draw each iteration, never a held-out problem) and plan
     its sampling (`generate.adaptive`, `generate.curriculum: frontier` read the last iteration's health).
 
     `task.prompt_source: seed` draws them from the labelled seed set instead (SPIN pairs each prompt's seed
     answer with the model's own): the task rebuilds its seed set from the seed, so the prompt ids match the
     seed-set artifact that curate reads, and no pipeline input is needed.
+
+    `proposed_path`: the problems the previous iteration's propose step kept; they join this iteration's
+    prompts (after the task's draw, minus any prompt the draw already has).
+
+    `generate.grow_threshold` > 0: the hardest difficulty drawn (`top`) rises by one over the last
+    iteration's once the held-out accuracy at it reaches the threshold (the first iteration starts from
+    the seed set's hardest level), else it stays; the task's `prompts` receives it.
     """
     from flywheel.adapt import choose_sampling, frontier_weights, reweight
 
@@ -78,10 +85,39 @@ def sample_prompts(cfg: Config, iteration: int, out_path: str | Path,
         df = draw[list(PROBLEM_COLUMNS)].reset_index(drop=True)
     else:
         frontier = cfg.generate.curriculum == "frontier" and last is not None and "verify" in last
-        rows = task.prompts(iteration, 4 * n if frontier else n, cfg.seed)
+        top = {}
+        if cfg.generate.grow_threshold > 0:
+            top = grow_difficulty(cfg.generate.grow_threshold, last, max(r["difficulty"] for r in task.seed_set(cfg.seed)))
+        rows = task.prompts(iteration, 4 * n if frontier else n, cfg.seed, **({"top": top["top"]} if top else {}))
         if frontier:
             rows = reweight(rows, frontier_weights(last["verify"]["pass_rate_by_difficulty"]), n, cfg.seed + iteration)
         df = pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))
+    proposed = 0
+    if proposed_path:
+        kept = read_table(proposed_path, PROPOSAL_COLUMNS, what="kept proposals")[list(PROBLEM_COLUMNS)]
+        kept = kept[~kept["prompt"].isin(df["prompt"]) & ~kept["prompt_id"].isin(df["prompt_id"])]
+        df, proposed = pd.concat([df, kept], ignore_index=True), len(kept)
     write_table(df, out_path)
-    return {"prompts": len(df), "by_difficulty": {str(k): int(v) for k, v in df.groupby("difficulty").size().items()},
-            "plan": choose_sampling(cfg, last)}
+    plan = choose_sampling(cfg, last)
+    if cfg.task.prompt_source == "task" and cfg.generate.grow_threshold > 0:
+        plan.update(top_difficulty=top["top"], top_reason=top["reason"])  # via generate's metrics, to the summary
+    return {"prompts": len(df), "proposed": proposed,
+            "by_difficulty": {str(k): int(v) for k, v in df.groupby("difficulty").size().items()}, "plan": plan}
+
+
+def grow_difficulty(threshold: float, last: dict | None, seed_top: int) -> dict:
+    """The hardest prompt difficulty of the next iteration, one above the last iteration's once its held-out
+    accuracy there reaches `threshold` (a digit at a time for arithmetic), and why.
+
+    The last top is the one recorded in the last iteration's plan (`generate.plan.top_difficulty`); before
+    any (iteration 1) it is the seed set's hardest level, which the warm start trained on."""
+    prev = (last or {}).get("generate", {}).get("plan", {}).get("top_difficulty", seed_top)
+    by_difficulty = (last or {}).get("eval", {}).get("accuracy_by_difficulty", {})
+    acc = by_difficulty.get(str(prev))
+    if acc is None:
+        return {"top": prev, "reason": f"no held-out accuracy at difficulty {prev} yet: stay"}
+    if acc >= threshold and str(prev + 1) not in by_difficulty:
+        return {"top": prev, "reason": f"accuracy {acc:.3f} at difficulty {prev}, the hardest evaluated: stay"}
+    if acc >= threshold:
+        return {"top": prev + 1, "reason": f"accuracy {acc:.3f} at difficulty {prev} >= {threshold}: one up"}
+    return {"top": prev, "reason": f"accuracy {acc:.3f} at difficulty {prev} < {threshold}: stay"}

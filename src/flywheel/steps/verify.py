@@ -29,7 +29,16 @@ def verifier_of(cfg: Config):
 def preflight(cfg: Config) -> None:
     """Load the task and resolve the verifier (without loading its model): the errors a pipeline would meet
     in its first steps, reported before it starts."""
-    task_of(cfg)
+    import inspect
+
+    from flywheel.tasks import check_can_propose
+
+    task = task_of(cfg)
+    if cfg.propose.enabled:
+        check_can_propose(task, cfg.task.name)
+    if cfg.generate.grow_threshold > 0 and "top" not in inspect.signature(task.prompts).parameters:
+        raise ValueError(f"generate.grow_threshold is set but task {cfg.task.name!r}'s prompts() takes no `top` "
+                         "(the hardest difficulty to draw); set generate.grow_threshold: 0 or add the argument")
     if cfg.verify.verifier != "task":
         resolve_verifier(cfg.verify.verifier)
 

@@ -39,6 +39,15 @@ class Task(Protocol):
         row, in order) to verify many samples at once, e.g. in parallel; the steps then use it instead."""
 
 
+# Optional: a task that can `propose` (the model writes new problems, docs/tasks.md#propose) also has
+#   propose_prompt(examples: list[dict]) -> str   the model's input: a few problem rows, shown as examples
+#   parse_proposal(text: str) -> dict              the model's output as a problem row (reference filled in
+#                                                  when the task can compute it, else ""); raises ValueError
+#                                                  with the reason when the text is not a valid problem
+# No base class: a task without them simply cannot propose, and `check_can_propose` says so.
+PROPOSE_METHODS = ("propose_prompt", "parse_proposal")
+
+
 BUILTIN = {"arithmetic": "flywheel.tasks.arithmetic:Arithmetic", "jsonl": "flywheel.tasks.jsonl:Jsonl",
            "code": "flywheel.tasks.code:Code"}
 TASK_METHODS = ("prompts", "eval_sets", "seed_set", "verify")
@@ -70,3 +79,12 @@ def load_task(name: str, params: dict[str, Any] | None = None) -> Task:
         return cls(**(params or {}))
     except TypeError as err:
         raise ValueError(f"task {name!r}: bad task.params {params!r}: {err}") from None
+
+
+def check_can_propose(task: Any, name: str) -> None:
+    """Stop with one message when `propose.enabled` names a task without the propose methods."""
+    missing = [m for m in PROPOSE_METHODS if not callable(getattr(task, m, None))]
+    if missing:
+        raise ValueError(f"propose.enabled is true but task {name!r} ({type(task).__name__}) lacks method(s) "
+                         f"{', '.join(missing)}, so it cannot propose problems; set propose.enabled: false, or add "
+                         "propose_prompt(examples) and parse_proposal(text) to the task (docs/tasks.md#propose)")

@@ -21,6 +21,7 @@ draw only from it): no coordination between steps is needed for training data ne
 from __future__ import annotations
 
 import random
+import re
 import zlib
 from typing import Any
 
@@ -29,7 +30,7 @@ from flywheel.tasks import Verdict
 
 class Arithmetic:
     def __init__(self, width: int = 5, seed_digits: int = 2, seed_size: int = 3000, curriculum: bool = True,
-                 frontier_share: float = 0.75, shift: bool = True):
+                 frontier_share: float = 0.75, shift: bool = True, proposal_rows: int = 0, proposal_shots: int = 3):
         """
         width: digits every operand is padded to; the hardest difficulty.
         seed_digits: the labelled seed set has problems of 1..seed_digits digits.
@@ -39,6 +40,10 @@ class Arithmetic:
             the model is right sometimes but not always: the samples that teach it something new);
             the rest spread evenly over the easier levels, so that they are not forgotten.
         shift: place operands at a random place value (see the module docstring).
+        proposal_rows: extra seed rows in the proposal format (`proposal_shots` problems of one difficulty
+            -> another of that difficulty), so that the embedded model, trained from scratch, can write
+            problems at all when `propose` is on (docs/tasks.md#propose); 0 = none.
+        proposal_shots: example problems per proposal row (propose.examples should match it).
         """
         if not 0 < frontier_share <= 1:
             raise ValueError(f"frontier_share must be in (0, 1], got {frontier_share}")
@@ -46,6 +51,9 @@ class Arithmetic:
             raise ValueError(f"seed_digits must be in 1..width ({width}), got {seed_digits}")
         self.width, self.seed_digits, self.seed_size = width, seed_digits, seed_size
         self.curriculum, self.frontier_share, self.shift = curriculum, frontier_share, shift
+        if proposal_rows < 0 or proposal_shots < 1:
+            raise ValueError(f"proposal_rows must be >= 0 and proposal_shots >= 1, got {proposal_rows}, {proposal_shots}")
+        self.proposal_rows, self.proposal_shots = proposal_rows, proposal_shots
 
     # -- text format -------------------------------------------------------------------------------------
     def format_prompt(self, a: int, b: int) -> str:
@@ -94,9 +102,11 @@ class Arithmetic:
     def max_difficulty(self, iteration: int) -> int:
         return min(self.width, self.seed_digits + iteration) if self.curriculum else self.width
 
-    def prompts(self, iteration: int, n: int, seed: int) -> list[dict[str, Any]]:
+    def prompts(self, iteration: int, n: int, seed: int, top: int | None = None) -> list[dict[str, Any]]:
+        """`top`: the hardest difficulty to draw, chosen by the caller (`generate.grow_threshold` raises it
+        one digit once accuracy passes a threshold); None: the fixed schedule of `max_difficulty`."""
         rng = random.Random(f"prompts-{seed}-{iteration}")
-        top = self.max_difficulty(iteration)
+        top = self.max_difficulty(iteration) if top is None else max(1, min(self.width, top))
         n_top = round(n * self.frontier_share) if top > 1 else n
         rows = []
         for i in range(n):
@@ -112,7 +122,38 @@ class Arithmetic:
             row = self._problem(*self._draw_from(rng, d, held_out=False), d)
             row["completion"] = row["reference"]
             rows.append(row)
+        for i in range(self.proposal_rows):  # few problems -> one more of the same difficulty
+            d = 1 + i % self.seed_digits
+            shown = [self._problem(*self._draw_from(rng, d, held_out=False), d) for _ in range(self.proposal_shots + 1)]
+            new = shown.pop()["prompt"]
+            rows.append({"prompt_id": f"propose{d}-{i}", "prompt": self.propose_prompt(shown), "reference": new,
+                         "difficulty": d, "completion": new})
         return rows
+
+    # -- propose (optional task methods, docs/tasks.md#propose) -----------------------------------------
+    def propose_prompt(self, examples: list[dict[str, Any]]) -> str:
+        """The examples' prompts, each followed by '|': "75000+80000=|34000+12000=|". A problem prompt ends
+        with '=' (answer next), a proposal prompt with '|' (a new problem next)."""
+        return "".join(e["prompt"] + "|" for e in examples)
+
+    def parse_proposal(self, text: str) -> dict[str, Any]:
+        w = self.width
+        m = re.fullmatch(rf"(\d{{{w}}})\+(\d{{{w}}})=", text.strip())
+        if not m:
+            raise ValueError(f"not '{w} digits+{w} digits=': {text.strip()[:40]!r}")
+        a, b = int(m.group(1)[::-1]), int(m.group(2)[::-1])
+        if self.is_held_out(a, b):  # keeps the invariant that training never touches the held-out quarter
+            raise ValueError(f"{a}+{b} is in the task's held-out quarter")
+        return self._problem(a, b, self.difficulty(a, b))
+
+    @staticmethod
+    def difficulty(a: int, b: int) -> int:
+        """Significant columns: from the lowest non-zero digit of either operand to the highest digit
+        (57000 + 800 -> 3: columns 10^2..10^4)."""
+        if a == b == 0:
+            return 1
+        low = min(len(str(x)) - len(str(x).rstrip("0")) for x in (a, b) if x)
+        return len(str(max(a, b))) - low
 
     def verify(self, problem: dict[str, Any], completion: str) -> Verdict:
         got, want = completion.strip(), problem["reference"]
