@@ -49,7 +49,9 @@ def test_summary_has_every_iteration_and_step(run):
 
 def test_report_and_model(run):
     html = (run["out"] / "report.html").read_text()
-    assert html.count("<img src=\"data:image/png;base64,") == 5 and "Sample rows" in html
+    # accuracy, per difficulty (lines and heatmap), pass rate, health, training data
+    assert html.count("<img src=\"data:image/png;base64,") == 6 and "Sample rows" in html
+    assert "Held-out accuracy per difficulty and iteration" in html
     from flywheel.model import load_model
 
     model, tok = load_model(run["out"] / "model")
