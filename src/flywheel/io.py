@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 
@@ -28,16 +28,21 @@ def _tmp_beside(path: Path, suffix: str = "") -> Path:
     return Path(tmp)
 
 
-def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a Parquet file atomically."""
+def _write_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """`write(tmp)` to a temporary file beside `path`, then rename it into place: a reader never sees half a file."""
     path = Path(path)
     tmp = _tmp_beside(path)
     try:
-        df.to_parquet(tmp, index=False)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a Parquet file atomically."""
+    return _write_atomically(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def read_table(path: str | Path, required: Iterable[str] = (), what: str = "table") -> pd.DataFrame:
@@ -60,14 +65,12 @@ def read_table(path: str | Path, required: Iterable[str] = (), what: str = "tabl
 
 def write_text(text: str, path: str | Path) -> Path:
     """Write a text file atomically."""
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return _write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def write_bytes(data: bytes, path: str | Path) -> Path:
+    """Write a binary file atomically."""
+    return _write_atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_json(obj: Any, path: str | Path) -> Path:

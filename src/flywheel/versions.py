@@ -181,27 +181,35 @@ def content_hash(path: str | Path) -> dict[str, Any]:
 
 # --- input datasets by DVC coordinates -----------------------------------------------------------------
 
-def read_dvc_table(repo: str, path: str, rev: str = "", remote: str = "") -> tuple[Any, dict]:
-    """Read a Parquet/JSONL/CSV table tracked by DVC (or git) in `repo` at `rev` with `dvc.api`; return it
-    with what was actually used: the resolved commit and the md5 of the bytes read."""
+def read_dvc_bytes(repo: str, path: str, rev: str = "", remote: str = "") -> tuple[bytes, dict]:
+    """The bytes of `path` in the DVC (or git) repository `repo` at `rev`, read with `dvc.api`, and what was
+    actually used: the resolved commit and the md5 of the bytes. DVC's own exceptions pass through (it
+    raises many types: PathMissingError, RevError, NoRemoteError, ...); callers name the fix."""
     import dvc.api
-    import pandas as pd
     from dvc.repo import Repo
 
-    kwargs = {"repo": repo or None, "rev": rev or None, "remote": remote or None}
+    raw = dvc.api.read(path, mode="rb", repo=repo or None, rev=rev or None, remote=remote or None)
+    with Repo.open(repo or None, rev=rev or None, uninitialized=True) as r:
+        commit = r.scm.get_rev() if r.scm else None
+    return raw, {"repo": repo or ".", "path": path, "rev": rev or "HEAD", "commit": commit,
+                 "md5": hashlib.md5(raw).hexdigest(), "size": len(raw)}
+
+
+def read_dvc_table(repo: str, path: str, rev: str = "", remote: str = "") -> tuple[Any, dict]:
+    """Read a Parquet/JSONL/CSV table tracked by DVC (or git) in `repo` at `rev`; return it with what was
+    actually used (`read_dvc_bytes`)."""
+    import pandas as pd
+
     try:
-        raw = dvc.api.read(path, mode="rb", **kwargs)
-        with Repo.open(repo or None, rev=rev or None, uninitialized=True) as r:
-            commit = r.scm.get_rev() if r.scm else None
-    except Exception as err:  # dvc raises many types (PathMissingError, RevError, NoRemoteError, ...)
+        raw, record = read_dvc_bytes(repo, path, rev, remote)
+    except Exception as err:
         raise ValueError(f"cannot read {path!r} from DVC repository {repo or '.'!r} at revision {rev or 'HEAD'!r}: "
                          f"{type(err).__name__}: {err}") from None
     suffix = Path(path).suffix
     buf = io.BytesIO(raw)
     df = (pd.read_parquet(buf) if suffix == ".parquet" else pd.read_json(buf, lines=True) if suffix == ".jsonl"
           else pd.read_csv(buf, dtype=str, keep_default_na=False))
-    return df, {"repo": repo or ".", "path": path, "rev": rev or "HEAD", "commit": commit,
-                "md5": hashlib.md5(raw).hexdigest(), "size": len(raw)}
+    return df, record
 
 
 # --- the reproducibility manifest ----------------------------------------------------------------------

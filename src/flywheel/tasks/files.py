@@ -41,32 +41,22 @@ def resolve(path: str, repo: str = "", rev: str = "") -> tuple[Path, dict[str, A
 
 
 def _fetch_dvc(path: str, repo: str, rev: str) -> tuple[Path, dict[str, Any]]:
-    import hashlib
     import os
-    import tempfile
 
-    import dvc.api
-    from dvc.repo import Repo
+    from flywheel.io import write_bytes
+    from flywheel.versions import read_dvc_bytes
 
     try:
-        raw = dvc.api.read(path, repo=repo or None, rev=rev or None, mode="rb")
-        with Repo.open(repo or None, rev=rev or None, uninitialized=True) as r:
-            commit = r.scm.get_rev() if r.scm else None
+        raw, record = read_dvc_bytes(repo, path, rev)
     except Exception as err:  # dvc raises many types (PathMissingError, RevError, NoRemoteError, ...)
         raise DataError(f"{path}: cannot read it from DVC repository {repo or '.'!r} at revision "
                         f"{rev or 'HEAD'!r} ({type(err).__name__}: {err}); check task.params.path, repo and "
                         "rev, and that the repository's DVC remote is reachable") from None
-    md5 = hashlib.md5(raw).hexdigest()
     cache = Path(os.environ.get("FLYWHEEL_CACHE", Path.home() / ".cache" / "flywheel")) / "dvc-inputs"
-    cache.mkdir(parents=True, exist_ok=True)
-    local = cache / f"{md5}{Path(path).suffix}"
+    local = cache / f"{record['md5']}{Path(path).suffix}"
     if not local.is_file():  # content-addressed: written once, atomically, shared by every step on the host
-        fd, tmp = tempfile.mkstemp(dir=cache, suffix=".part")
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.replace(tmp, local)
-    return local, {"repo": repo or ".", "path": path, "rev": rev or "HEAD", "commit": commit, "md5": md5,
-                   "size": len(raw)}
+        write_bytes(raw, local)
+    return local, record
 
 
 def read_records(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any] | DataError]]:
