@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from flywheel.config import Config
+from flywheel.gates import words
 from flywheel.io import read_table, write_table
 from flywheel.schema import DROPPED_PROPOSAL_COLUMNS, PROBLEM_COLUMNS, PROPOSAL_COLUMNS, SAMPLE_COLUMNS
 from flywheel.steps import step
@@ -36,8 +37,8 @@ REASONS = ("duplicate", "in-eval", "invalid", "too-hard", "too-easy")
 
 
 def normalize(text: str) -> str:
-    """Case and whitespace do not make a problem new."""
-    return " ".join(text.lower().split())
+    """Case and whitespace do not make a problem new (the gates' word normalisation)."""
+    return " ".join(words(text))
 
 
 def proposal_prompts(task, pool: pd.DataFrame, n: int, examples: int, seed: int) -> list[str]:
