@@ -45,6 +45,10 @@ class EmbeddedModelConfig(Section):
 class ModelConfig(Section):
     base: str = Field("embedded", description="'embedded' builds the tiny local model; otherwise a local checkpoint path or a hub model id.")
     embedded: EmbeddedModelConfig = Field(default_factory=EmbeddedModelConfig, description="Shape and warm start of the embedded model.")
+    chat: Literal["auto", "always", "never"] = Field("auto", description="Render prompts with the tokenizer's chat template (the task's prompt as the user turn, generation prompt added) in every step that decodes or trains: 'auto' = when the tokenizer has one; 'always' = fail if it has none; 'never' = raw text.")
+    system_prompt: str = Field("", description="System turn placed before every prompt when the chat template is used ('' = none).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where every step puts the model: 'auto' = the GPU when one is present, else the CPU.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Weights' precision when loaded: 'auto' = bfloat16 on a GPU that supports it, float32 on the CPU. Checkpoints keep the base's dtype.")
 
 
 class GenerateConfig(Section):
@@ -100,6 +104,13 @@ class LaunchConfig(Section):
     multinode_runner: Literal["pdsh", "openmpi", "mpich", "impi", "slurm", "mvapich"] = Field("pdsh", description="How the deepspeed launcher starts ranks on other nodes (its --launcher): pdsh over ssh, or the MPI/Slurm of the cluster.")
 
 
+class LoraConfig(Section):
+    r: int = Field(0, ge=0, description="LoRA rank (peft); 0 = off (full fine-tuning). The train step writes the merged model, with the adapter kept beside it.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (peft lora_alpha): the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch's input.")
+    target_modules: str | list[str] = Field("all-linear", description="Modules that get adapters: 'all-linear' (every linear layer but the output head) or a list of module names, e.g. [q_proj, v_proj].")
+
+
 class TrainConfig(Section):
     recipe: Literal["sft", "dpo", "spin"] = Field("sft", description="Training recipe (docs/recipes.md). 'sft' = rejection-sampling fine-tuning on verified samples (STaR / ReST-EM); 'dpo' = iterative DPO on verified-correct vs verified-wrong pairs; 'spin' = self-play fine-tuning, seed answer vs the model's own generation (needs task.prompt_source: seed).")
     init_from: Literal["current", "base"] = Field("current", description="'current' continues from this iteration's model; 'base' retrains the base model each iteration (STaR, ReST-EM). dpo/spin: the model training starts from is also the reference model.")
@@ -117,6 +128,7 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about 20-30% slower. Off by default (TRL's default is on).")
     deepspeed: str | dict[str, Any] = Field("none", description="'none', a preset ('zero2', 'zero2_offload', 'zero3', 'zero3_offload': ZeRO stage 2/3, offload = optimizer (and zero3: parameters) in CPU memory), a path to a DeepSpeed JSON file, or the DeepSpeed config itself as a mapping. Anything but 'none' runs under the `deepspeed` launcher.")
     launch: LaunchConfig = Field(default_factory=LaunchConfig, description="Processes and nodes of the train step (the `deepspeed` launcher).")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="Low-rank adapters instead of full fine-tuning (sft, dpo, spin).")
     save_steps: int = Field(100, ge=0, description="Checkpoint every N optimizer steps, so an interrupted train step resumes from the last one (0 = never).")
     checkpoint_dir: str = Field("", description="Where the step's checkpoints go, in a folder keyed by its output path ('' = the system temp dir). Multi-node: storage every node sees.")
 
