@@ -118,7 +118,7 @@ if c["ns"]:
           sys.base_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable))]
     done = []
     for p in sorted(set(ro), key=len):
-        if not os.path.lexists(p) or any(p == d or p.startswith(d + "/") for d in done):
+        if p in ("", "/") or not os.path.lexists(p) or any(p == d or p.startswith(d + "/") for d in done):
             continue
         done.append(p)
         os.makedirs(root + os.path.dirname(p), exist_ok=True)

@@ -84,7 +84,7 @@ def read_records(path: str | Path, max_row_bytes: int = MAX_ROW_BYTES
             if len(raw.rstrip(b"\r\n")) > max_row_bytes:
                 size = len(raw.rstrip(b"\r\n"))
                 while not raw.endswith(b"\n"):  # the rest of the line, counted and dropped
-                    raw = f.readline(1 << 20)
+                    raw = f.readline(1 << 16)
                     if not raw:
                         break
                     size += len(raw.rstrip(b"\r\n"))
