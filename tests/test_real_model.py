@@ -166,6 +166,7 @@ def test_a_folder_that_is_not_a_model_is_one_line(tmp_path):
 
 def test_a_hub_id_without_network_fails_in_seconds(monkeypatch):
     from huggingface_hub import constants
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401  (import time is not the point)
 
     for offline in (True, False):  # HF_HUB_OFFLINE set; or not set and the hub's host refuses (closed port)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
@@ -241,3 +242,22 @@ pipeline: {{name: smollm2-test}}
                                       temperature=0.0, top_p=1.0, max_new_tokens=24, batch_size=1, seed=0,
                                       add_special_tokens=False)
     assert "<|im_end|>" not in text and text.strip()
+
+
+def test_jsonl_eval_path_holds_out_a_separate_file(tmp_path):
+    """examples/smollm2.yaml's split: held-out rows from their own file (other wordings), every training-file
+    row on the training side, and a training row that repeats a held-out prompt dropped."""
+    from flywheel.tasks.jsonl import Jsonl
+
+    train = [{"id": f"t{i}", "question": f"Ann has {i} pens and gets 1 more. How many pens now?",
+              "answer": f"#### {i + 1}"} for i in range(20)]
+    held = [{"id": f"e{i}", "question": f"There are {i} pens in a box. Ann puts in 1 more. How many now?",
+             "answer": f"#### {i + 1}"} for i in range(5)]
+    train.append({"id": "leak", "question": held[0]["question"], "answer": "#### 1"})
+    for name, rows in (("train", train), ("eval", held)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = Jsonl(str(tmp_path / "train.jsonl"), eval_path=str(tmp_path / "eval.jsonl"), id_field="id", seed_size=4)
+    evals = task.eval_sets(per_difficulty=10, seed=0)
+    assert sorted(r["prompt_id"] for r in evals) == [f"row-e{i}" for i in range(5)]
+    trained = {r["prompt_id"] for r in task.seed_set(0)} | {r["prompt_id"] for r in task.prompts(0, 16, 0)}
+    assert trained == {f"row-t{i}" for i in range(20)}  # all 20 training rows, not the leaked one
