@@ -39,6 +39,10 @@ BUILTIN = {
 }
 
 
+# Version of `_convert_gguf`'s output, part of the cache key: a fix to the conversion converts anew.
+CONVERSION = 2
+
+
 class ModelError(ValueError):
     """A model the loop cannot load; the message says which and what to do (one line, no traceback)."""
 
@@ -127,7 +131,7 @@ def builtin_checkpoint(name: str) -> Path:
     conversion is never reused for other weights. Converting SmolLM2-135M takes about 45 s on 2 cores;
     later calls hash the 98 MB file (~0.3 s) and return."""
     gguf = builtin_gguf(name)
-    out = cache_root() / "models" / f"{name}-{_sha256(gguf)[:16]}"
+    out = cache_root() / "models" / f"{name}-{_sha256(gguf)[:16]}-v{CONVERSION}"
     if (out / "config.json").is_file():
         return out
     for missing in ("gguf", "accelerate"):
@@ -160,7 +164,10 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     folder, name = str(gguf.parent), gguf.name
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    model = LlamaForCausalLM(loaded.config)
+    # The loaded config says "quantization_config: gguf", which would make every later save refuse too.
+    config = type(loaded.config).from_dict({k: v for k, v in loaded.config.to_dict().items()
+                                            if k not in ("quantization_config", "_name_or_path")})
+    model = LlamaForCausalLM(config)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     if unexpected or [k for k in missing if k != "lm_head.weight"]:  # tied head: no key of its own
         raise ModelError(f"{gguf}: its tensors do not match LlamaForCausalLM (missing {missing[:3]}, "
