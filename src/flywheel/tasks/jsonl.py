@@ -6,7 +6,7 @@
         path: examples/data/word_problems.jsonl   # one JSON object per line (or a .parquet file)
         prompt_field: question
         answer_field: answer                       # e.g. GSM8K's "...\\n#### 72"
-        answer_format: auto                        # gsm8k | boxed | last-number | exact | auto
+        answer_format: auto                        # gsm8k | boxed | last-number | exact | math | auto
 
 Each row becomes a problem: `prompt` = `prompt_template` filled with the row's fields, `reference` = the
 final answer extracted from `answer_field`, `difficulty` = `difficulty_field` (or 1). The labelled seed set
@@ -95,6 +95,6 @@ class Jsonl:
         got, want = extract_answer(completion, self.answer_format), problem["reference"]
         if got is None:
             return Verdict(False, 0.0, f"no answer: no {self.answer_format} answer in {completion[-40:]!r}")
-        if answers_match(got, want, self.rel_tol, self.abs_tol):
+        if answers_match(got, want, self.rel_tol, self.abs_tol, self.answer_format):
             return Verdict(True, 1.0, "correct")
         return Verdict(False, 0.0, f"wrong: expected {want}, got {got}")
