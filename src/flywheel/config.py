@@ -248,8 +248,85 @@ class Config(Section):
                              "task.prompt_source: task")
         return self
 
+    @model_validator(mode="after")
+    def _bounds(self) -> "Config":
+        g = self.gates
+        if g.min_pass_rate > g.max_pass_rate:
+            raise ValueError(f"gates.min_pass_rate ({g.min_pass_rate}) is above gates.max_pass_rate ({g.max_pass_rate}): "
+                             "no pass rate can meet both; lower min_pass_rate or raise max_pass_rate")
+        if self.curate.min_score > 1:
+            raise ValueError(f"curate.min_score ({self.curate.min_score}) is above 1, the highest verifier score: "
+                             "nothing would be kept; use a value in [0, 1]")
+        return self
+
+    @model_validator(mode="after")
+    def _embedded_shape(self) -> "Config":
+        if self.model.base != "embedded":
+            return self
+        e = self.model.embedded
+        if e.hidden_size % e.num_attention_heads:
+            raise ValueError(f"model.embedded.num_attention_heads ({e.num_attention_heads}) does not divide "
+                             f"model.embedded.hidden_size ({e.hidden_size}); pick heads that divide the width, "
+                             f"e.g. {max(h for h in range(1, e.num_attention_heads + 1) if e.hidden_size % h == 0)}")
+        if (e.hidden_size // e.num_attention_heads) % 2:
+            raise ValueError(f"model.embedded: a head of {e.hidden_size // e.num_attention_heads} dimensions "
+                             "(hidden_size / num_attention_heads) is odd, and rotary position embeddings need an "
+                             "even one; change hidden_size or num_attention_heads")
+        for key, n in (("generate.max_new_tokens", self.generate.max_new_tokens),
+                       ("propose.max_new_tokens", self.propose.max_new_tokens if self.propose.enabled else 0)):
+            if n >= e.max_position_embeddings:
+                raise ValueError(f"{key} ({n}) leaves no room for the prompt in the embedded model's "
+                                 f"{e.max_position_embeddings} positions (model.embedded.max_position_embeddings); "
+                                 f"lower it or raise the positions")
+        return self
+
+    @model_validator(mode="after")
+    def _train_batch_split(self) -> "Config":
+        t = self.train
+        world = t.launch.processes_per_node * t.launch.nodes
+        micro = t.micro_batch_size or t.batch_size // world
+        if micro == 0 or t.batch_size % (micro * world):
+            raise ValueError(f"train.batch_size ({t.batch_size}) must be a multiple of train.micro_batch_size "
+                             f"({t.micro_batch_size or 'batch_size / processes'}) x processes "
+                             f"({t.launch.processes_per_node} per node x {t.launch.nodes} nodes)")
+        return self
+
+    @model_validator(mode="after")
+    def _gates_warn_known(self) -> "Config":
+        if not self.gates.warn:
+            return self  # the check imports the steps' suites (torch among them): only when there is a name to check
+        from flywheel.gates import known_rule_ids
+
+        known = known_rule_ids(self)
+        names = set(known) | {r for ids in known.values() for r in ids}
+        unknown = [w for w in self.gates.warn if w not in names]
+        if unknown:
+            listing = "; ".join(f"{gate}: {', '.join(ids)}" for gate, ids in known.items())
+            raise ValueError(f"gates.warn names unknown gate or rule id(s) {', '.join(map(repr, unknown))}; "
+                             f"known gates and their rules: {listing}")
+        return self
+
     def to_json(self) -> str:
         return self.model_dump_json()
+
+
+def check_files(cfg: Config) -> None:
+    """The files the config names that a local run reads (not checked when a config is parsed, since on a
+    cluster they may exist only in the image): a DeepSpeed JSON must exist and parse."""
+    ds = cfg.train.deepspeed
+    if isinstance(ds, str) and ds != "none":
+        from flywheel.train.distributed import PRESETS
+
+        if ds not in PRESETS:
+            path = Path(ds)
+            if not path.is_file():
+                raise ConfigError(f"train.deepspeed: {ds!r} is neither a preset ({', '.join(['none', *PRESETS])}) "
+                                  f"nor an existing DeepSpeed JSON file (relative to {Path.cwd()}); fix the path "
+                                  "or use a preset")
+            try:
+                json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ConfigError(f"{path}: train.deepspeed file is not valid JSON ({err})") from None
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -293,7 +370,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p} is not a section")
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            why = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({why}); quote it, e.g. "
+                              f"--set '{key}=\"...\"'") from None
     return parse_config(data, str(path))
 
 

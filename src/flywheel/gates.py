@@ -294,8 +294,49 @@ _GX_LOCK = threading.Lock()
 # generate with the thread and 2.1 s without (2 shared cores, load 3).
 
 
+# The gates (the `name` of each `check_gate` call) and the suites that hold their rules; the rule ids are
+# read from the suites themselves (`known_rule_ids`), so `gates.warn` is checked against what runs. A test
+# checks that every `check_gate` call in the package is listed here.
+GATE_SUITES = {"samples": "flywheel.steps.generate:samples_suite", "verdicts": "flywheel.steps.verify:verdicts_suite",
+               "curated": "flywheel.steps.curate:curated_suite", "results": "flywheel.steps.evaluate:results_suite"}
+_listing = threading.local()  # set while known_rule_ids calls the suites: expectations() returns stand-ins
+
+
+class _StandIn:
+    """What a suite's expectation constructors return while its rule ids are listed (no GX import)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+
+class _StandInNamespace:
+    def __getattr__(self, name):
+        return _StandIn
+
+
+def known_rule_ids(cfg: Config) -> dict[str, list[str]]:
+    """{gate: [rule ids]}, from calling each gate's suite with `cfg` (every optional context given, so
+    that rules that exist only with an evaluation set are listed too); GX is not imported."""
+    import inspect
+
+    out = {}
+    _listing.on = True
+    try:
+        for gate, target in GATE_SUITES.items():
+            module, fn = target.split(":")
+            suite = getattr(importlib.import_module(module), fn)
+            optional = {n: "<listing>" for n, p in inspect.signature(suite).parameters.items()
+                        if p.default is None}
+            out[gate] = [e.meta["rule"] for e in suite(cfg, **optional)]
+    finally:
+        _listing.on = False
+    return out
+
+
 def expectations():
     """GX's expectations module plus ours, as one namespace: `E = expectations(); E.ExpectColumnValuesToNotBeNull`."""
+    if getattr(_listing, "on", False):
+        return _StandInNamespace()
     g = _gx()
 
     class _NS:

@@ -35,6 +35,7 @@ from typing import Any
 
 from flywheel.config import ModelConfig, TrainConfig
 from flywheel.io import atomic_dir, read_json, read_table, write_json
+from flywheel.locks import claim_scratch
 from flywheel.schema import PREFERENCE_COLUMNS, TRAIN_COLUMNS
 from flywheel.train.distributed import (batch_split, deepspeed_config, gpu_available, init_process,
                                         launcher_command, master_port, remove_shm_buffers, resolve_precision,
@@ -95,6 +96,7 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
     ds = deepspeed_config(t.deepspeed)  # read here, once: the ranks get the dict, not a path to resolve
     check_target_modules(str(model_dir), t.lora)  # here, not after the model loaded in N ranks
     folder = checkpoint_dir(out_dir, t)
+    scratch = claim_scratch(folder)  # held while this step trains; removes the folders of killed steps
     resume = prepare_checkpoints(folder, fingerprint(model_dir, data_path, t, model_cfg))
     local = Path(model_dir).exists()  # else a hub id
     spec = {"model_dir": str(Path(model_dir).resolve()) if local else str(model_dir),
@@ -124,6 +126,7 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
     else:
         metrics = run(spec)
     shutil.rmtree(folder, ignore_errors=True)
+    scratch.release(unlink=True)
     return metrics
 
 
