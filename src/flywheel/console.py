@@ -60,8 +60,9 @@ def task_names(pipeline) -> dict[str, tuple[int, str]]:
     for dag in dags:
         for key, task in dag.tasks.items():
             words = task.task_info.name.split()
-            if not words:
-                continue
+            if spec.components[task.component_ref.name].WhichOneof("implementation") != "executor_label" \
+                    or not words:
+                continue  # a condition or a ParallelFor: a group of tasks, never run itself
             it = int(words[-1]) if words[-1].isdigit() else 0
             step = "-".join(words[:-1] if words[-1].isdigit() else words)
             step = {"prepare-data": "prepare", "merge-shards": "merge"}.get(step, step)
