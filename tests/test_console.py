@@ -92,3 +92,27 @@ def test_verbose_prints_kfp_local_stream(broken_task, capsys):
     assert main(["run", str(broken_task / "c.yaml"), "--out", str(broken_task / "out"), "--verbose"]) == 1
     out, err = capsys.readouterr()
     assert "Got executor_input" in out and "seed row 3" in out and not (broken_task / "out" / "logs").exists()
+
+
+def test_version_and_help_grouped_with_an_example_each(capsys):
+    import tomllib
+    from pathlib import Path
+
+    from flywheel.cli import make_parser
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    want = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"flywheel {want}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    blocks = {b.split(":\n")[0]: b for b in text.split("\n\n") if ":\n  " in b and not b.startswith("options")}
+    assert {"run the loop", "one step on files", "on a cluster (Kubeflow Pipelines)"} <= set(blocks)
+    assert all("\n  e.g. flywheel " in blocks[g] for g in ("run the loop", "one step on files",
+                                                            "on a cluster (Kubeflow Pipelines)"))
+    assert "\n  run  " in blocks["run the loop"] and "\n  verify  " in blocks["one step on files"]
+    assert "\n  submit  " in blocks["on a cluster (Kubeflow Pipelines)"]
+    sub = next(a for a in make_parser()._actions if a.dest == "command")
+    listed = [ln.split()[0] for b in blocks.values() for ln in b.splitlines()[1:] if not ln.startswith("  e.g.")]
+    assert sorted(listed) == sorted(sub.choices)  # every subcommand once, none lost
