@@ -273,9 +273,52 @@ def cmd_record(args) -> int:
     return 0
 
 
+# `flywheel --help` lists the subcommands in these groups, each with an example; a subcommand in no group is
+# listed under "other" (argparse itself has no groups of subcommands).
+GROUPS = (
+    ("run the loop", ("run", "compare", "fetch", "dvc-yaml"),
+     "flywheel run examples/arithmetic.yaml --out runs/demo"),
+    ("one step on files", ("prepare", "init-model", "prompts", "propose", "generate", "verify", "curate", "train",
+                           "evaluate", "record"),
+     "flywheel init-model examples/arithmetic.yaml --out runs/m0 --metrics runs/m0.json"),
+    ("on a cluster (Kubeflow Pipelines)", ("compile", "submit", "upload", "schedule", "trigger"),
+     "flywheel submit examples/arithmetic.yaml --host https://kfp.example.com"),
+)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("llm-flywheel")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
+def _grouped_help(sub) -> str:
+    """The subcommands by group, with each one's help line and an example per group."""
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}  # add_parser(help=...), the short line
+    groups = [(title, [n for n in names if n in helps], ex) for title, names, ex in GROUPS]
+    grouped = {n for _, names, _ in groups for n in names}
+    groups.append(("other", [n for n in helps if n not in grouped], None))
+    out = []
+    for title, names, example in groups:
+        if names:
+            out.append(f"{title}:")
+            out += [f"  {n:<11} {helps[n]}" for n in names]
+            if example:
+                out.append(f"  e.g. {example}")
+            out.append("")
+    return "\n".join(out + ["`flywheel COMMAND --help` shows a command's options; docs: README.md, docs/config.md."])
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flywheel", description="Self-improving language models as Kubeflow pipelines.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = argparse.ArgumentParser(prog="flywheel", description="Self-improving language models as Kubeflow pipelines.",
+                                usage="flywheel [-h] [--version] COMMAND ...",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"flywheel {version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
 
     def command(name, fn, help):
         sp = sub.add_parser(name, help=help, description=help)
@@ -377,6 +420,7 @@ def make_parser() -> argparse.ArgumentParser:
         sp.add_argument(f"--{name}", help=f"the {name} step's metrics (JSON)")
     for name in ("verdicts", "dropped", "curated", "model", "results"):
         sp.add_argument(f"--{name}", help=f"the iteration's {name} (for W&B)")
+    p.epilog = _grouped_help(sub)
     return p
 
 

@@ -60,8 +60,9 @@ def task_names(pipeline) -> dict[str, tuple[int, str]]:
     for dag in dags:
         for key, task in dag.tasks.items():
             words = task.task_info.name.split()
-            if not words:
-                continue
+            if spec.components[task.component_ref.name].WhichOneof("implementation") != "executor_label" \
+                    or not words:
+                continue  # a condition or a ParallelFor: a group of tasks, never run itself
             it = int(words[-1]) if words[-1].isdigit() else 0
             step = "-".join(words[:-1] if words[-1].isdigit() else words)
             step = {"prepare-data": "prepare", "merge-shards": "merge"}.get(step, step)
@@ -235,15 +236,16 @@ class StepView:
 
 
 def exception_message(lines: list[str]) -> str:
-    """The exception a Python traceback in `lines` ends with ('GateError: ...'), without the module path."""
+    """The exception a Python traceback in `lines` ends with ('GateError: ...', with the lines of its message
+    that follow), without the module path; else the last line."""
     start = max((i for i, ln in enumerate(lines) if ln.strip().startswith("Traceback (most recent call last)")),
                 default=None)
     if start is not None:
-        for ln in lines[start + 1:]:
-            s = ln.strip()
+        for j in range(start + 1, len(lines)):
             # the first unindented line after the frames
-            if not ln.startswith(" ") and re.match(r"^[\w.]+(: |$)", s):
-                return re.sub(r"^(\w+\.)+(\w+)", r"\2", s)
+            if not lines[j].startswith(" ") and re.match(r"^[\w.]+(: |$)", lines[j]):
+                message = [re.sub(r"^(\w+\.)+(\w+)", r"\2", lines[j].strip())]
+                return "\n".join(message + [ln.rstrip() for ln in lines[j + 1:j + 6]])
     return lines[-1].strip() if lines else "(no output)"
 
 
