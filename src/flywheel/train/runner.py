@@ -33,7 +33,7 @@ from typing import Any
 
 from flywheel.config import TrainConfig
 from flywheel.io import atomic_dir, read_json, read_table, write_json
-from flywheel.schema import PREFERENCE_COLUMNS, TRAIN_COLUMNS
+from flywheel.schema import GRPO_PROMPT_COLUMNS, PREFERENCE_COLUMNS, TRAIN_COLUMNS
 from flywheel.train.distributed import (batch_split, deepspeed_config, gpu_available, init_process,
                                         launcher_command, master_port, remove_shm_buffers, resolve_precision,
                                         uses_launcher)
@@ -42,6 +42,8 @@ MODULE = "flywheel.train.runner"
 
 
 def columns(recipe: str) -> tuple[str, ...]:
+    if recipe == "grpo":
+        return GRPO_PROMPT_COLUMNS  # online RL trains on prompts; its samples are drawn while training
     return TRAIN_COLUMNS if recipe == "sft" else PREFERENCE_COLUMNS
 
 
@@ -79,8 +81,11 @@ def prepare_checkpoints(folder: Path, print_: str) -> Path | None:
     return None
 
 
-def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: TrainConfig) -> dict:
-    """Train `model_dir` on the rows/pairs at `data_path` per `t`; write the model to `out_dir`; return metrics."""
+def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: TrainConfig,
+          extra: dict[str, Any] | None = None) -> dict:
+    """Train `model_dir` on the rows/pairs at `data_path` per `t`; write the model to `out_dir`; return metrics.
+
+    `extra`: more entries of the ranks' spec (recipe grpo: the whole config, where the rollouts go)."""
     batch_split(t, t.launch.processes_per_node * t.launch.nodes)  # a bad split fails here, not in N ranks
     ds = deepspeed_config(t.deepspeed)  # read here, once: the ranks get the dict, not a path to resolve
     folder = checkpoint_dir(out_dir, t)
@@ -90,7 +95,7 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
             "data_path": str(Path(data_path).resolve()),
             "out_dir": str(Path(out_dir).resolve()), "train": t.model_dump(), "checkpoint_dir": str(folder),
             "resume_from": str(resume) if resume else None, "metrics_path": str(folder / "metrics.json"),
-            "deepspeed": ds}
+            "deepspeed": ds, **(extra or {})}
     if resume:
         print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
     if uses_launcher(t):
@@ -161,7 +166,7 @@ def run(spec: dict[str, Any]) -> dict:
     """The body of one rank (or of the only process): build the trainer, train, save; metrics on rank 0."""
     from transformers import AutoConfig
 
-    from flywheel.train import preference, sft
+    from flywheel.train import grpo, preference, sft
 
     t = TrainConfig.model_validate(spec["train"])
     ds = spec["deepspeed"]
@@ -173,6 +178,8 @@ def run(spec: dict[str, Any]) -> dict:
     args = training_arguments(t, spec["checkpoint_dir"], max_length, world_size, ds, accelerator_config, on_gpu)
     if t.recipe == "sft":
         trainer = sft.make_trainer(spec["model_dir"], rows, args)
+    elif t.recipe == "grpo":
+        trainer = grpo.make_trainer(spec, rows, args, t)
     else:
         trainer = preference.make_trainer(spec["model_dir"], rows, args, t)
     trainer.add_callback(_final_step_callback())
@@ -192,6 +199,8 @@ def run(spec: dict[str, Any]) -> dict:
         trainer.save_model(spec["checkpoint_dir"])  # joins the gather; only rank 0 writes
 
     metrics = _metrics(trainer, result, seconds, t, rows, spec, world_size, ds)
+    if t.recipe == "grpo":
+        metrics.update(grpo.finish(trainer, spec))  # rank 0: the rollouts table, loop health per step
     if trainer.args.should_save and spec.get("metrics_path"):
         write_json(metrics, spec["metrics_path"])
     return metrics
@@ -213,7 +222,7 @@ def _metrics(trainer, result, seconds: float, t: TrainConfig, rows, spec: dict, 
         "zero_stage": ds["zero_optimization"].get("stage", 0) if ds else None,
         "resumed_from_step": int(Path(spec["resume_from"]).name.rpartition("-")[2]) if spec["resume_from"] else None,
     }
-    if t.recipe != "sft" and logs:
+    if t.recipe in ("dpo", "spin") and logs:
         m.update({"reward_margin_first": logs[0].get("rewards/margins"), "reward_margin": logs[-1].get("rewards/margins"),
                   "reward_accuracy": logs[-1].get("rewards/accuracies")})
     return m
