@@ -159,3 +159,27 @@ def test_grpo_raises_the_mean_reward_on_its_training_prompts(prepared, tmp_path)
     assert len(h["per_step"]) == 24 and h["reward"]["last"] > h["reward"]["first"]
     assert 0 <= h["zero_std_groups"]["mean"] <= 1 and h["completion_length"]["mean"] > 0
     assert m["gate"]["passed"] and m["rollouts"] == len(r) and m["reward_by_verifier"]["verifiers:sevens"] > 0
+
+
+@pytest.mark.slow
+def test_grpo_under_deepspeed_zero2_on_two_ranks(prepared, tmp_path):
+    # real `deepspeed --num_gpus 2` CPU ranks; the majority vote needs every rank's share of a group
+    cfg = grpo_config(max_steps=3, batch_size=8, deepspeed="zero2", launch={"processes_per_node": 2},
+                      grpo={"rewards": ["task", "majority-vote"], "reward_weights": [1.0, 0.5]})
+    prompts = tmp_path / "prompts.parquet"
+    write_table(read_table(prepared["seed"]).head(8).drop(columns="completion").assign(pass_rate=0.5, iteration=1),
+                prompts)
+    m = train_model(prepared["model"], prompts, tmp_path / "m1", cfg)
+    assert (m["world_size"], m["zero_stage"], m["steps"]) == (2, 2, 3)
+    r = read_table(tmp_path / "m1" / "rollouts.parquet", [*ROLLOUT_COLUMNS, "reward_task", "reward_majority_vote"])
+    assert len(r) == 3 * 8 and r.groupby(["step", "group"])["prompt_id"].nunique().eq(1).all()
+    assert (r["reward"] - (r["reward_task"] + 0.5 * r["reward_majority_vote"])).abs().max() < 1e-6
+    # each group's majority answers (exact completions) got 1, as one process would have scored them
+    from flywheel.verifiers.majority import MajorityVote
+
+    for _, g in r.groupby(["step", "group"]):
+        votes = MajorityVote().verify_batch(g.assign(prompt_id="p"))
+        assert g["reward_majority_vote"].tolist() == [float(v.correct) for v in votes]
+    from flywheel.model import load_model
+
+    load_model(tmp_path / "m1")
