@@ -202,7 +202,7 @@ class TrackingConfig(Section):
     project: str = Field("flywheel", description="W&B project.")
     entity: str = Field("", description="W&B entity (team or user); empty: the key's default.")
     sample_rows: int = Field(64, ge=0, description="Sample rows (prompt, completion, verdict, kept or why dropped) logged per iteration as a W&B table.")
-    log_model_files: bool = Field(True, description="Upload each iteration's model as a W&B artifact (off: only its hash in the lineage metadata).")
+    log_models: Literal["reference", "upload", "none"] = Field("reference", description="Each iteration's model in W&B: 'reference' logs an artifact pointing at its copy in the DVC remote (data.store; no second upload), 'upload' uploads the files, 'none' keeps only its hash in the lineage metadata.")
 
 
 class PipelineConfig(Section):

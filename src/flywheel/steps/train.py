@@ -44,6 +44,6 @@ def train_model(model_dir: str | Path, data_path: str | Path, out_dir: str | Pat
             shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
         return {"recipe": t.recipe, "skipped": "no preference pairs", "rows": 0, "steps": 0,
                 "init_from": str(model_dir)}
-    metrics = train(model_dir, data_path, out_dir, t)
+    metrics = train(model_dir, data_path, out_dir, t, cfg.model)
     metrics["init_from"] = str(model_dir)
     return metrics

@@ -75,6 +75,7 @@ def make_trainer(spec: dict[str, Any], rows: pd.DataFrame, args: dict[str, Any],
 
     from flywheel.model import load_model
     from flywheel.rewards import reward_functions
+    from flywheel.train.lora import peft_config
 
     cfg = config_from_json(spec["config"])
     fns, weights, names = reward_functions(cfg)
@@ -98,16 +99,7 @@ def make_trainer(spec: dict[str, Any], rows: pd.DataFrame, args: dict[str, Any],
             return out
 
     return RecordingGRPOTrainer(model=model, reward_funcs=fns, args=config, train_dataset=data,
-                                processing_class=tok, peft_config=_peft_config(t))
-
-
-def _peft_config(t: TrainConfig):
-    if not t.lora.r:
-        return None
-    import peft
-
-    return peft.LoraConfig(r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
-                           target_modules=t.lora.target_modules, task_type="CAUSAL_LM")
+                                processing_class=tok, peft_config=peft_config(t.lora))
 
 
 def _record(trainer, inputs: list[dict], out: dict, names: list[str], k: int, parts: Path) -> None:
@@ -206,7 +198,7 @@ def train_grpo(model_dir, data_path, out_dir, cfg: Config, rollouts_path=None, e
     rollouts_path = Path(rollouts_path) if rollouts_path else out_dir / "rollouts.parquet"
     # rank 0 writes them beside the model folder, which the runner moves into place whole
     tmp_rollouts = out_dir.parent / f".{out_dir.name}.rollouts.parquet"
-    metrics = train(model_dir, data_path, out_dir, cfg.train,
+    metrics = train(model_dir, data_path, out_dir, cfg.train, cfg.model,
                     extra={"config": cfg.to_json(), "rollouts_path": str(tmp_rollouts.resolve())})
     # the model folder is written atomically by the runner, so the rollouts go in after it
     rollouts = read_table(tmp_rollouts, ROLLOUT_COLUMNS, what="GRPO rollouts")
