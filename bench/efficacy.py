@@ -18,7 +18,9 @@ completions) in generate; the grpo arms sample the same 3,072 as rollouts inside
 on the same 384 prompts, and skip generate (`--grpo-prompts curated` runs the loop as configured instead:
 generate's 3,072 samples choose the informative prompts, so twice the completions). Prints held-out
 accuracy per difficulty of each arm, beyond the seed set, and wall time. The sft arms take about 10 minutes
-on 2 cores; each grpo arm about as long as sft.
+on 2 cores; each grpo arm about as long as sft. A finished arm's result is kept (`OUT/ARM/result.json`)
+and reused, so arms can run as parallel processes (`--arms grpo` in one, `--arms dpo` in another) and a
+last run with all arms prints the table.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ def run_loop(cfg, d: Path, m0: Path, seed: Path, evals: Path, direct_prompts: bo
     """The config's iterations from `m0` in this process (no promotion: every iteration's model goes on)."""
     model, previous, steps, completions = m0, None, 0, 0
     grpo = cfg.train.recipe == "grpo"
+    if grpo and direct_prompts:  # as many rollouts as the other arms sample: every prompt once, K answers
+        g = cfg.generate
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+            update={"max_steps": g.prompts_per_iteration * g.samples_per_prompt // cfg.train.batch_size})})
     for i in range(1, cfg.iterations + 1):
         sample_prompts(cfg, i, d / f"p{i}.parquet")
         if grpo and direct_prompts:
@@ -103,6 +109,10 @@ def main() -> None:
                              "(the arms share one warm start and one evaluation)")
         a = d / arm
         a.mkdir(exist_ok=True)
+        if (a / "result.json").is_file():  # finished by an earlier (or a parallel) run of this script
+            results[arm] = json.loads((a / "result.json").read_text())
+            log(f"{arm}: reused {a / 'result.json'}")
+            continue
         t_arm = time.perf_counter()
         if arm == "seed-sft":
             steps = base.train.max_steps * base.iterations  # the sft arm's optimizer steps
@@ -114,6 +124,7 @@ def main() -> None:
             r = run_loop(cfg, a, m0, seed, evals, args.grpo_prompts == "direct", log)
         r["seconds"] = round(time.perf_counter() - t_arm, 1)
         results[arm] = r
+        (a / "result.json").write_text(json.dumps(r, indent=2, default=str))
         log(f"{arm}: beyond seed {r['eval']['accuracy_beyond_seed']:.3f} in {r['seconds']:.0f} s")
 
     seed_max = start["seed_max_difficulty"]

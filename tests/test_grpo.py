@@ -187,3 +187,39 @@ def test_grpo_under_deepspeed_zero2_on_two_ranks(prepared, tmp_path):
     from flywheel.model import load_model
 
     load_model(tmp_path / "m1")
+
+
+@pytest.mark.slow
+def test_a_two_iteration_grpo_pipeline_through_kfp_local_gates_and_records_its_rollouts(tmp_path, monkeypatch):
+    import json
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    from flywheel.cli import main
+    from conftest import TINY
+
+    tests = Path(__file__).resolve().parent
+    config = {**TINY, "generate": GEN, "verify": {"verifier": "verifiers:digits_right"},
+              "train": {"recipe": "grpo", "max_steps": 3, "batch_size": 8, "save_steps": 0, "learning_rate": 1e-3},
+              "promote": {"policy": "always"}, "evaluate": {"per_difficulty": 4}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    # kfp.local runs each task as a subprocess: let them import the test verifier
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tests), os.environ.get("PYTHONPATH")])))
+    assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "out"), "--no-cache"]) == 0
+    its = json.loads((tmp_path / "out" / "summary.json").read_text())["iterations"]
+    assert [it["iteration"] for it in its] == [0, 1, 2]
+    root = next((tmp_path / "out" / "kfp").iterdir())
+    for i, it in enumerate(its[1:], start=1):
+        t = it["train"]
+        assert t["recipe"] == "grpo" and t["steps"] == 3 and t["rollouts"] == 3 * 8
+        assert t["gate"]["passed"] and len(t["health"]["per_step"]) == 3
+        assert it["curate"]["prompts_only"] and it["curate"]["gate"]["passed"]
+        train_dir = root / ("train" if i == 1 else f"train-{i}") / "model"
+        r = read_table(train_dir / "rollouts.parquet", [*ROLLOUT_COLUMNS, "reward_verifiers_digits_right"])
+        assert len(r) == 3 * 8 and (train_dir / "rollouts.gate.json").is_file()
+        # trained on the prompts curate chose this iteration, none of them an evaluation prompt
+        chosen = read_table(root / ("curate" if i == 1 else f"curate-{i}") / "curated", GRPO_PROMPT_COLUMNS)
+        assert set(r["prompt_id"]) <= set(chosen["prompt_id"])
+    assert its[2]["train"]["init_from"] != its[1]["train"]["init_from"]  # iteration 2 from iteration 1's model
