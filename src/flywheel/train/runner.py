@@ -36,7 +36,7 @@ from typing import Any
 from flywheel.config import ModelConfig, TrainConfig
 from flywheel.io import atomic_dir, read_json, read_table, write_json
 from flywheel.locks import claim_scratch
-from flywheel.schema import PREFERENCE_COLUMNS, TRAIN_COLUMNS
+from flywheel.schema import GRPO_PROMPT_COLUMNS, PREFERENCE_COLUMNS, TRAIN_COLUMNS
 from flywheel.train.distributed import (batch_split, deepspeed_config, gpu_available, init_process,
                                         launcher_command, master_port, remove_shm_buffers, resolve_precision,
                                         uses_launcher)
@@ -45,6 +45,8 @@ MODULE = "flywheel.train.runner"
 
 
 def columns(recipe: str) -> tuple[str, ...]:
+    if recipe == "grpo":
+        return GRPO_PROMPT_COLUMNS  # online RL trains on prompts; its samples are drawn while training
     return TRAIN_COLUMNS if recipe == "sft" else PREFERENCE_COLUMNS
 
 
@@ -84,11 +86,12 @@ def prepare_checkpoints(folder: Path, print_: str) -> Path | None:
 
 
 def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: TrainConfig,
-          model_cfg: ModelConfig | None = None) -> dict:
+          model_cfg: ModelConfig | None = None, extra: dict[str, Any] | None = None) -> dict:
     """Train `model_dir` on the rows/pairs at `data_path` per `t`; write the model to `out_dir`; return metrics.
 
     `model_cfg` (the config's `model` section) says how prompts are rendered (`model.chat`, `system_prompt`);
-    None = the defaults (the chat template when the tokenizer has one)."""
+    None = the defaults (the chat template when the tokenizer has one). `extra`: more entries of the ranks'
+    spec (recipe grpo: the whole config, where the rollouts go)."""
     from flywheel.train.lora import check_target_modules
 
     model_cfg = model_cfg or ModelConfig()
@@ -104,7 +107,7 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
             "out_dir": str(Path(out_dir).resolve()), "train": t.model_dump(), "model": model_cfg.model_dump(),
             "checkpoint_dir": str(folder),
             "resume_from": str(resume) if resume else None, "metrics_path": str(folder / "metrics.json"),
-            "deepspeed": ds}
+            "deepspeed": ds, **(extra or {})}
     if resume:
         print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
     if uses_launcher(t):
@@ -177,7 +180,7 @@ def run(spec: dict[str, Any]) -> dict:
     import torch
     from transformers import AutoConfig
 
-    from flywheel.train import preference, sft
+    from flywheel.train import grpo, preference, sft
 
     t = TrainConfig.model_validate(spec["train"])
     model_cfg = ModelConfig.model_validate(spec["model"])
@@ -191,6 +194,8 @@ def run(spec: dict[str, Any]) -> dict:
                               accelerator_config, on_gpu)
     if t.recipe == "sft":
         trainer = sft.make_trainer(spec["model_dir"], rows, args, t, model_cfg)
+    elif t.recipe == "grpo":
+        trainer = grpo.make_trainer(spec, rows, args, t)
     else:
         trainer = preference.make_trainer(spec["model_dir"], rows, args, t, model_cfg)
     trainer.add_callback(_final_step_callback())
@@ -202,6 +207,8 @@ def run(spec: dict[str, Any]) -> dict:
     save(trainer, spec, base.dtype or torch.float32, lora=bool(t.lora.r), deepspeed=ds is not None)
 
     metrics = _metrics(trainer, result, seconds, t, rows, spec, world_size, ds)
+    if t.recipe == "grpo":
+        metrics.update(grpo.finish(trainer, spec))  # rank 0: the rollouts table, loop health per step
     if trainer.args.should_save and spec.get("metrics_path"):
         write_json(metrics, spec["metrics_path"])
     return metrics
@@ -249,7 +256,7 @@ def _metrics(trainer, result, seconds: float, t: TrainConfig, rows, spec: dict, 
         "zero_stage": ds["zero_optimization"].get("stage", 0) if ds else None,
         "resumed_from_step": int(Path(spec["resume_from"]).name.rpartition("-")[2]) if spec["resume_from"] else None,
     }
-    if t.recipe != "sft" and logs:
+    if t.recipe in ("dpo", "spin") and logs:
         m.update({"reward_margin_first": logs[0].get("rewards/margins"), "reward_margin": logs[-1].get("rewards/margins"),
                   "reward_accuracy": logs[-1].get("rewards/accuracies")})
     if t.lora.r:
@@ -260,7 +267,9 @@ def _metrics(trainer, result, seconds: float, t: TrainConfig, rows, spec: dict, 
 
 
 LOGGED = ("loss", "grad_norm", "learning_rate", "rewards/margins", "rewards/accuracies", "rewards/chosen",
-          "rewards/rejected")
+          "rewards/rejected",
+          # recipe grpo (TRL's names): reward mean/std, groups without reward variance, answer length, KL
+          "reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "kl", "entropy")
 
 
 def log_history(history: list[dict]) -> list[dict]:
