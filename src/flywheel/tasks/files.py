@@ -205,14 +205,21 @@ class ProblemPool:
     """
 
     def __init__(self, rows: list[dict[str, Any]], eval_fraction: float, seed_size: int,
-                 seed_max_difficulty: int | None = None):
+                 seed_max_difficulty: int | None = None, held_out: list[dict[str, Any]] | None = None):
+        """`held_out`: the held-out rows themselves (a separate test file); then every row of `rows` whose
+        prompt is not a held-out prompt is a training row."""
         if not 0 < eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
         self.rows, self.eval_fraction, self.seed_size = rows, eval_fraction, seed_size
         self.seed_max_difficulty = seed_max_difficulty
-        cut = int(eval_fraction * 2**32)
-        self.held_out = [r for r in rows if _hash(r["prompt"]) < cut]
-        self.train = [r for r in rows if _hash(r["prompt"]) >= cut]
+        if held_out is not None:
+            self.held_out = held_out
+            prompts = {r["prompt"] for r in held_out}
+            self.train = [r for r in rows if r["prompt"] not in prompts]
+        else:
+            cut = int(eval_fraction * 2**32)
+            self.held_out = [r for r in rows if _hash(r["prompt"]) < cut]
+            self.train = [r for r in rows if _hash(r["prompt"]) >= cut]
         if not self.held_out or not self.train:
             raise DataError(f"{len(rows)} rows split into {len(self.held_out)} held-out and {len(self.train)} "
                             f"training rows (eval_fraction {eval_fraction}); the data file needs more rows")
