@@ -297,8 +297,11 @@ _GX_LOCK = threading.Lock()
 # The gates (the `name` of each `check_gate` call) and the suites that hold their rules; the rule ids are
 # read from the suites themselves (`known_rule_ids`), so `gates.warn` is checked against what runs. A test
 # checks that every `check_gate` call in the package is listed here.
-GATE_SUITES = {"samples": "flywheel.steps.generate:samples_suite", "verdicts": "flywheel.steps.verify:verdicts_suite",
-               "curated": "flywheel.steps.curate:curated_suite", "results": "flywheel.steps.evaluate:results_suite"}
+GATE_SUITES = {"samples": ["flywheel.steps.generate:samples_suite"],
+               "verdicts": ["flywheel.steps.verify:verdicts_suite"],
+               "curated": ["flywheel.steps.curate:curated_suite", "flywheel.steps.grpo_prompts:grpo_prompts_suite"],
+               "rollouts": ["flywheel.train.grpo:rollouts_suite"],
+               "results": ["flywheel.steps.evaluate:results_suite"]}
 _listing = threading.local()  # set while known_rule_ids calls the suites: expectations() returns stand-ins
 
 
@@ -322,12 +325,14 @@ def known_rule_ids(cfg: Config) -> dict[str, list[str]]:
     out = {}
     _listing.on = True
     try:
-        for gate, target in GATE_SUITES.items():
-            module, fn = target.split(":")
-            suite = getattr(importlib.import_module(module), fn)
-            optional = {n: "<listing>" for n, p in inspect.signature(suite).parameters.items()
-                        if p.default is None}
-            out[gate] = [e.meta["rule"] for e in suite(cfg, **optional)]
+        for gate, targets in GATE_SUITES.items():
+            ids = out.setdefault(gate, [])
+            for target in targets:
+                module, fn = target.split(":")
+                suite = getattr(importlib.import_module(module), fn)
+                optional = {n: "<listing>" for n, p in inspect.signature(suite).parameters.items()
+                            if p.default is None}
+                ids += [r for r in (e.meta["rule"] for e in suite(cfg, **optional)) if r not in ids]
     finally:
         _listing.on = False
     return out
