@@ -116,3 +116,17 @@ def test_version_and_help_grouped_with_an_example_each(capsys):
     sub = next(a for a in make_parser()._actions if a.dest == "command")
     listed = [ln.split()[0] for b in blocks.values() for ln in b.splitlines()[1:] if not ln.startswith("  e.g.")]
     assert sorted(listed) == sorted(sub.choices)  # every subcommand once, none lost
+
+
+def test_the_sandbox_batch_reports_progress(capfd):
+    from flywheel.verifiers.unit_tests import UnitTests
+
+    import pandas as pd
+
+    ref = json.dumps({"prefix": "", "tests": ["assert f() == 1"]})
+    samples = pd.DataFrame({"prompt_id": ["a", "b"], "reference": [ref, ref],
+                            "completion": ["def f():\n    return 1", "def f():\n    return 2"]})
+    verdicts = UnitTests(workers=2).verify_batch(samples)
+    assert [v.correct for v in verdicts] == [True, False]
+    err = capfd.readouterr().err
+    assert "unit tests: programs" in err and "2/2" in err  # the bar the live line and the step's log show

@@ -305,3 +305,12 @@ def summary_table(summary: dict) -> Table:
                   _num(it.get("verify", {}).get("pass_rate"), ".3f"), str(it.get("curate", {}).get("kept", "-")),
                   _num(it.get("train", {}).get("loss"), ".4f"), promoted, _num(secs, ".0f"))
     return t
+
+
+def progress(iterable, total: int, what: str):
+    """A progress bar for a long batch inside a step (tqdm on stderr, at most one refresh per 5 s): in a
+    `flywheel run` it is the running step's live line, in a task's log a line per refresh (a 5-minute batch
+    adds ~60 lines), on a terminal the usual bar."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=what, mininterval=5, file=sys.stderr, dynamic_ncols=False, ncols=100)

@@ -86,11 +86,13 @@ class UnitTests:
         return run_python(program, self.limits)
 
     def _run_all(self, programs: list[str]) -> dict[str, Result]:
+        from flywheel.console import progress  # minutes for a batch: say how far it is
+
         unique = list(dict.fromkeys(programs))
         if self.workers == 1 or len(unique) == 1:
-            return dict(zip(unique, map(self._run, unique)))
+            return dict(zip(unique, list(progress(map(self._run, unique), len(unique), "unit tests: programs"))))
         with ThreadPoolExecutor(self.workers) as pool:
-            return dict(zip(unique, pool.map(self._run, unique)))
+            return dict(zip(unique, list(progress(pool.map(self._run, unique), len(unique), "unit tests: programs"))))
 
     # -- verifier interface ------------------------------------------------------------------------------
     def verify_batch(self, samples: pd.DataFrame) -> list[Verdict]:
