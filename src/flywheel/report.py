@@ -328,7 +328,8 @@ recipe {html.escape(cfg['train']['recipe'])}</h1>
     return write_text(page, path)
 
 
-GATES = (("generate", "samples"), ("verify", "verdicts"), ("curate", "curated"), ("eval", "results"))
+GATES = (("generate", "samples"), ("verify", "verdicts"), ("curate", "curated"), ("train", "rollouts"),
+         ("eval", "results"))  # train has a gate under recipe grpo only (its rollouts)
 
 
 def _gates_table(its: list[dict]) -> str:

@@ -240,6 +240,10 @@ def track_iteration(cfg: Config, summary: dict, entry: dict, run_dir: str | Path
         log_artifact("curated", "dataset", curated, {"verdicts": hashes.get("curate.verdicts"),
                                                      "seed_set": hashes.get("curate.seed_set"),
                                                      "previous": hashes.get("curate.previous")})
+    rollouts = Path(model) / "rollouts.parquet" if model else None
+    if rollouts is not None and rollouts.is_file():  # recipe grpo: the samples the model was trained on
+        log_artifact("rollouts", "dataset", rollouts, {"model": hashes.get("train.model"),
+                                                       "prompts": hashes.get("train.prompts")})
     # iteration 0's model is the first champion; later, the challenger is when promote says so
     champion = ("champion",) if (entry.get("promote") or {}).get("promoted") or i == 0 else ()
     if model and cfg.tracking.log_models != "none":

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from flywheel.chat import add_special_tokens, render_prompts
 from flywheel.config import Config
 from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
@@ -34,11 +35,15 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
 
     e, g = cfg.evaluate, cfg.generate
     problems = read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")
-    model, tok = load_model(model_dir)
+    model, tok = load_model(model_dir, cfg.model)
     verify = task_verifier(task_of(cfg))
-    greedy = decode_batched(model, tok, problems["prompt"].tolist(), samples=1, temperature=0.0, top_p=1.0,
+    # The model is asked as generate asks it (the chat template when it has one); the verifier reads the
+    # task's prompt and the completion, never the rendered text.
+    texts = render_prompts(tok, problems["prompt"].tolist(), cfg.model)
+    special = add_special_tokens(tok, cfg.model)
+    greedy = decode_batched(model, tok, texts, samples=1, temperature=0.0, top_p=1.0,
                             max_new_tokens=g.max_new_tokens, batch_size=e.batch_size, seed=cfg.seed,
-                            desc="evaluate")
+                            desc="evaluate", add_special_tokens=special)
     df = problems.assign(completion=[s[0][0] for s in greedy])
     verdicts = verify(df)
     df = df.assign(correct=[bool(v.correct) for v in verdicts], reason=[v.reason for v in verdicts])
@@ -56,9 +61,10 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
         metrics["seed_max_difficulty"] = seed_max
         metrics["accuracy_beyond_seed"] = float(harder.mean()) if len(harder) else None
     if e.pass_k:
-        sampled = decode_batched(model, tok, problems["prompt"].tolist(), samples=e.pass_k,
+        sampled = decode_batched(model, tok, texts, samples=e.pass_k,
                                  temperature=e.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
-                                 batch_size=e.batch_size, seed=cfg.seed + 7919, desc=f"evaluate pass@{e.pass_k}")
+                                 batch_size=e.batch_size, seed=cfg.seed + 7919, desc=f"evaluate pass@{e.pass_k}",
+                                 add_special_tokens=special)
         k_rows = problems.loc[problems.index.repeat(e.pass_k)].assign(
             completion=[text for s in sampled for text, _, _ in s])
         ok = [bool(v.correct) for v in verify(k_rows)]

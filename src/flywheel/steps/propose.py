@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from flywheel.chat import add_special_tokens, render_prompts
 from flywheel.config import Config
 from flywheel.gates import words
 from flywheel.io import read_table, write_table
@@ -120,19 +121,23 @@ def propose_problems(model_dir: str | Path, prompts_path: str | Path, eval_path:
     check_can_propose(task, cfg.task.name)
     pool = read_table(prompts_path, PROBLEM_COLUMNS, what="prompts")
     evals = read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")
-    model, tok = load_model(model_dir)
+    model, tok = load_model(model_dir, cfg.model)
     seed = cfg.seed + 1000 * iteration + 7  # apart from generate's seed (cfg.seed + iteration)
     prompts = proposal_prompts(task, pool, p.proposals, p.examples, seed)
-    texts = [s[0][0] for s in decode_batched(model, tok, prompts, samples=1, temperature=p.temperature, top_p=g.top_p,
+    # Both decodes ask the model as generate does: through its chat template when it has one.
+    special = add_special_tokens(tok, cfg.model)
+    texts = [s[0][0] for s in decode_batched(model, tok, render_prompts(tok, prompts, cfg.model), samples=1,
+                                             temperature=p.temperature, top_p=g.top_p,
                                              max_new_tokens=p.max_new_tokens, batch_size=g.batch_size, seed=seed,
-                                             desc="propose")]
+                                             desc="propose", add_special_tokens=special)]
     candidates, dropped = filter_proposals(task, texts, pool["prompt"].tolist(), evals["prompt"].tolist())
     rates: list[float] = []
     if candidates:
-        answers = decode_batched(model, tok, [c["prompt"] for c in candidates], samples=p.samples,
-                                 temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
-                                 batch_size=g.batch_size, seed=seed + 1, desc="propose: pass rate",
-                                 keys=[c["prompt_id"] for c in candidates])
+        answers = decode_batched(model, tok, render_prompts(tok, [c["prompt"] for c in candidates], cfg.model),
+                                 samples=p.samples, temperature=g.temperature, top_p=g.top_p,
+                                 max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, seed=seed + 1,
+                                 desc="propose: pass rate", keys=[c["prompt_id"] for c in candidates],
+                                 add_special_tokens=special)
         samples = pd.DataFrame([{**{k: c[k] for k in PROBLEM_COLUMNS}, "sample_id": s, "completion": text,
                                  "prompt_tokens": 0, "completion_tokens": n, "finished": fin, "model": str(model_dir)}
                                 for c, outs in zip(candidates, answers) for s, (text, n, fin) in enumerate(outs)],
