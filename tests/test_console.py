@@ -116,3 +116,40 @@ def test_version_and_help_grouped_with_an_example_each(capsys):
     sub = next(a for a in make_parser()._actions if a.dest == "command")
     listed = [ln.split()[0] for b in blocks.values() for ln in b.splitlines()[1:] if not ln.startswith("  e.g.")]
     assert sorted(listed) == sorted(sub.choices)  # every subcommand once, none lost
+
+
+def test_the_sandbox_batch_reports_progress(capfd):
+    from flywheel.verifiers.unit_tests import UnitTests
+
+    import pandas as pd
+
+    ref = json.dumps({"prefix": "", "tests": ["assert f() == 1"]})
+    samples = pd.DataFrame({"prompt_id": ["a", "b"], "reference": [ref, ref],
+                            "completion": ["def f():\n    return 1", "def f():\n    return 2"]})
+    verdicts = UnitTests(workers=2).verify_batch(samples)
+    assert [v.correct for v in verdicts] == [True, False]
+    err = capfd.readouterr().err
+    assert "unit tests: programs" in err and "2/2" in err  # the bar the live line and the step's log show
+
+
+def test_dvc_repro_stream_gets_the_same_view(tmp_path):
+    from flywheel.console import DvcView
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "verify.json").write_text(json.dumps({"pass_rate": 0.5}))
+    out = io.StringIO()
+    view = DvcView(Console(file=out, width=100), tmp_path / "logs", {})
+    for line in ["Stage 'prepare' didn't change, skipping", "Running stage 'verify_1':",
+                 f"> flywheel verify c.yaml --samples s --out v --metrics {tmp_path}/m/verify.json", "verifying...",
+                 "Running stage 'curate_1':", "> flywheel curate c.yaml --metrics m/curate.json",
+                 "Traceback (most recent call last):", '  File "c.py", line 1', "ValueError: curate: bad row 7",
+                 "ERROR: failed to reproduce 'curate_1': failed to run: flywheel curate, exited with 1"]:
+        view.write(line + "\n")
+    view.finish()
+    view.close()
+    shown = [ln.split() for ln in out.getvalue().splitlines()]
+    assert [ln[:4] for ln in shown] == [["iter", "0", "prepare", "cached"], ["iter", "1", "verify", "ok"],
+                                       ["iter", "1", "curate", "failed"]]
+    assert "pass 0.50" in out.getvalue()
+    assert "verifying..." in (tmp_path / "logs" / "iter-1-verify.log").read_text()
+    assert view.failure_text("rerun").startswith("error: iteration 1, step curate failed: ValueError: curate: bad row 7")

@@ -50,7 +50,11 @@ def test_dvc_repro_runs_the_loop_and_every_iteration_can_be_fetched_back(tmp_pat
     (repo / "examples").mkdir()
     (repo / "examples" / "tiny.yaml").write_text(yaml.safe_dump(config))
     _run([sys.executable, "-m", "flywheel", "dvc-yaml", "examples/tiny.yaml", "-o", "dvc.yaml"], repo)
-    _run([*dvc, "repro", "-q"], repo)
+    shown = _run([sys.executable, "-m", "flywheel", "repro"], repo)  # dvc repro, with `flywheel run`'s console
+    lines = shown.splitlines()
+    assert [ln.split()[:4] for ln in lines if ln.startswith("iter 1  train")] == [["iter", "1", "train", "ok"]]
+    assert "Running stage" not in shown and len(lines) < 30 and lines[-1].split()[0] == "1"  # the table, last
+    assert "Running stage 'train_1'" in (repo / "runs" / "dvc" / "logs" / "iter-1-train.log").read_text()
     assert "up to date" in _run([*dvc, "status"], repo)
 
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]

@@ -40,7 +40,8 @@ def _iteration_files(d: Path, acc: float) -> dict:
                               "source": ["self"], "iteration": [1], "score": [1.0]}), d / "curated.parquet")
     (d / "model").mkdir()
     (d / "model" / "config.json").write_text("{}")
-    write_table(pd.DataFrame({"prompt_id": ["e"], "prompt": ["2+2="], "correct": [True]}), d / "results.parquet")
+    write_table(pd.DataFrame({"prompt_id": ["e"], "prompt": ["2+2="], "difficulty": [1], "correct": [True]}),
+                d / "results.parquet")
     return dict(generate=d / "gen.json", verify=d / "ver.json", curate=d / "cur.json", train=d / "train.json",
                 promote=d / "promote.json",
                 evaluate=d / "ev.json", verdicts=d / "verdicts.parquet", dropped=d / "dropped.parquet",

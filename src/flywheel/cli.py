@@ -165,6 +165,54 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_repro(args) -> int:
+    """`dvc repro` with the run's console: one line per stage, each stage's output in LOGS/, the table last."""
+    import subprocess
+
+    from flywheel.console import DvcView, summary_table
+
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    cmd = [str(Path(sys.executable).parent / "dvc"), "repro", *args.dvc_args]
+    if args.verbose:
+        return subprocess.call(cmd, env=env)
+    console, errors = Console(file=sys.stdout, highlight=False), Console(file=sys.stderr, highlight=False)
+    logs = Path(args.logs).resolve()
+    console.print(f"flywheel: {' '.join(['dvc', 'repro', *args.dvc_args])}; every stage's log in {logs} "
+                  "(--verbose prints them here)", soft_wrap=True)
+    view = DvcView(console, logs, {})
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          env=env) as proc:
+        for line in proc.stdout:
+            view.write(line)
+        rc = proc.wait()
+    view.finish()
+    view.close()
+    if rc:
+        errors.print(Text(view.failure_text("finished stages are in DVC's cache: fix the cause, then run the same "
+                                            "command again (`flywheel repro`) to resume")), soft_wrap=True)
+        return rc
+    summary = Path(args.summary) if args.summary else _dvc_summary(Path("dvc.yaml"))
+    if summary and summary.is_file():
+        console.print(f"summary: {summary.resolve()}\n", soft_wrap=True)
+        console.print(summary_table(json.loads(summary.read_text())))
+    return 0
+
+
+def _dvc_summary(dvc_yaml: Path) -> Path | None:
+    """The summary.json of dvc.yaml's last record stage (its `--summary`)."""
+    import re
+
+    import yaml
+
+    if not dvc_yaml.is_file():
+        return None
+    stages = yaml.safe_load(dvc_yaml.read_text()).get("stages", {})
+    records = sorted((int(n.rpartition("_")[2]), st["cmd"]) for n, st in stages.items()
+                     if n.startswith("record_") and n.rpartition("_")[2].isdigit())
+    m = re.search(r" --summary (\S+)", records[-1][1]) if records else None
+    return Path(m[1]) if m else None
+
+
 def cmd_dvc_yaml(args) -> int:
     from flywheel.versions import dvc_yaml
 
@@ -276,7 +324,7 @@ def cmd_record(args) -> int:
 # `flywheel --help` lists the subcommands in these groups, each with an example; a subcommand in no group is
 # listed under "other" (argparse itself has no groups of subcommands).
 GROUPS = (
-    ("run the loop", ("run", "compare", "fetch", "dvc-yaml"),
+    ("run the loop", ("run", "repro", "compare", "fetch", "dvc-yaml"),
      "flywheel run examples/arithmetic.yaml --out runs/demo"),
     ("one step on files", ("prepare", "init-model", "prompts", "propose", "generate", "verify", "curate", "train",
                            "evaluate", "record"),
@@ -360,6 +408,15 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--remote", help="DVC remote URL or folder (default: the one the run pushed to)")
     sp.set_defaults(fn=cmd_fetch)
 
+    sp = sub.add_parser("repro", help="`dvc repro` (the loop as DVC stages) with the same console as `run`",
+                        description="run `dvc repro` in this folder (its dvc.yaml: `flywheel dvc-yaml`) and print one "
+                                    "line per stage; every stage's output goes to a log file")
+    sp.add_argument("dvc_args", nargs=argparse.REMAINDER, help="arguments passed on to `dvc repro`, e.g. train_2")
+    sp.add_argument("--logs", default="runs/dvc/logs", help="folder for the stages' logs (default: runs/dvc/logs)")
+    sp.add_argument("--summary", help="summary.json whose table is printed at the end (default: the one dvc.yaml's "
+                                      "last record stage writes)")
+    sp.add_argument("-v", "--verbose", action="store_true", help="dvc's own stream instead of one line per stage")
+    sp.set_defaults(fn=cmd_repro)
     sp = command("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml: the steps as DVC stages, params from the config")
     sp.add_argument("-o", "--output", help="file to write (default: stdout)")
     sp = step("prepare", cmd_prepare, "write the task's labelled seed set and held-out evaluation sets")

@@ -235,6 +235,68 @@ class StepView:
             self.main_log.close()
 
 
+RUNNING_STAGE = re.compile(r"^Running stage '([^']+)':")
+SKIPPED_STAGE = re.compile(r"^Stage '([^']+)' didn't change, skipping")
+FAILED_STAGE = re.compile(r"^ERROR: failed to reproduce '([^']+)'")
+STAGE_METRICS = re.compile(r"^> flywheel .* --(?:metrics|summary) (\S+)")
+
+
+def stage_name(stage: str) -> tuple[int, str]:
+    """A dvc.yaml stage name (versions.dvc_yaml: 'generate_2', 'init_model', 'prepare') -> (iteration, step)."""
+    base, _, tail = stage.rpartition("_")
+    if base and tail.isdigit():
+        return int(tail), base.replace("_", "-")
+    return 0, stage.replace("_", "-")
+
+
+class DvcView(StepView):
+    """The same view for `dvc repro`: its stream is one process's, a stage at a time ("Running stage 'x':",
+    then the command `> flywheel ...` and its output, until the next stage or an ERROR line)."""
+
+    def _line(self, tid: int, line: str) -> None:
+        started, skipped, failed = RUNNING_STAGE.match(line), SKIPPED_STAGE.match(line), FAILED_STAGE.match(line)
+        task = self.running.get(0)
+        if task is not None and (started or skipped or failed):
+            self.running.pop(0)
+            task.file.close()
+            self._done(task, "failed" if failed else "ok")
+        if started:
+            task = self._new_task(started[1])
+            task.file = open(task.log, "w", encoding="utf-8")
+            self.running[0] = task
+        elif skipped:
+            self._done(self._new_task(skipped[1]), "cached")
+        task = self.running.get(0)
+        if task is None:
+            self.main_log.write(line + "\n")
+            return
+        task.file.write(line + "\n")
+        if m := STAGE_METRICS.match(line):
+            task.folder = m[1]  # for a stage: its metrics file itself
+        if line.strip():
+            task.last = line.strip()
+            task.tail.append(line)
+
+    def _new_task(self, name: str) -> _Task:
+        self.names.setdefault(name, stage_name(name))
+        return super()._new_task(name)
+
+    def _figure(self, task: _Task) -> str:
+        if task.folder is None or task.step not in FIGURES:
+            return ""
+        try:
+            return FIGURES[task.step](json.loads(Path(task.folder).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+
+    def finish(self) -> None:
+        """The stream ended: a stage still open finished (dvc prints nothing after the last one)."""
+        with self.lock:
+            if (task := self.running.pop(0, None)) is not None:
+                task.file.close()
+                self._done(task, "ok")
+
+
 def exception_message(lines: list[str]) -> str:
     """The exception a Python traceback in `lines` ends with ('GateError: ...', with the lines of its message
     that follow), without the module path; else the last line."""
@@ -305,3 +367,12 @@ def summary_table(summary: dict) -> Table:
                   _num(it.get("verify", {}).get("pass_rate"), ".3f"), str(it.get("curate", {}).get("kept", "-")),
                   _num(it.get("train", {}).get("loss"), ".4f"), promoted, _num(secs, ".0f"))
     return t
+
+
+def progress(iterable, total: int, what: str):
+    """A progress bar for a long batch inside a step (tqdm on stderr, at most one refresh per 5 s): in a
+    `flywheel run` it is the running step's live line, in a task's log a line per refresh (a 5-minute batch
+    adds ~60 lines), on a terminal the usual bar."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=what, mininterval=5, file=sys.stderr, dynamic_ncols=False, ncols=100)

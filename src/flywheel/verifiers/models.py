@@ -66,11 +66,14 @@ def _chat(tok, chat: str, system_prompt: str):
     return cfg if uses_chat(tok, cfg) else None
 
 
-def _batched(texts: list[str], batch_size: int, fn) -> list[float]:
+def _batched(texts: list[str], batch_size: int, fn, what: str = "scoring") -> list[float]:
     """fn(list of texts) -> list of scores, applied to length-sorted batches; scores back in input order."""
+    from flywheel.console import progress  # minutes for a batch on CPU: say how far it is
+
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     scores = [0.0] * len(texts)
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in progress(starts, len(starts), f"{what}: batches of {batch_size}"):
         chunk = order[start:start + batch_size]
         for i, s in zip(chunk, fn([texts[i] for i in chunk])):
             scores[i] = float(s)
@@ -123,7 +126,7 @@ class RewardModel:
                 return torch.sigmoid(logits[:, 0]).tolist()
             return torch.softmax(logits, -1)[:, self.positive].tolist()
 
-        return _batched(texts, self.batch_size, run)
+        return _batched(texts, self.batch_size, run, "reward-model")
 
     def texts(self, samples: pd.DataFrame) -> list[str]:
         """What is scored for each sample: the conversation rendered by the chat template, or `template`."""
@@ -187,7 +190,7 @@ class Judge:
             pair = torch.log_softmax(logits, -1)[:, [self.yes_id, self.no_id]]
             return torch.softmax(pair, -1)[:, 0].tolist()
 
-        return _batched(texts, self.batch_size, run)
+        return _batched(texts, self.batch_size, run, "judge")
 
     def prompts(self, samples: pd.DataFrame) -> list[str]:
         """The grading prompts: `template` filled, then rendered by the chat template when one is used."""

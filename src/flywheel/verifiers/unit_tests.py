@@ -337,11 +337,13 @@ class UnitTests:
             return Result("error", -1, "", f"sandbox runner: {type(err).__name__}: {err}", 0.0)
 
     def _run_all(self, jobs: list[tuple[str, tuple[str, ...]]]) -> dict:
+        from flywheel.console import progress  # minutes for a batch: say how far it is
+
         unique = list(dict.fromkeys(jobs))
         if self.workers == 1 or len(unique) == 1:
-            return dict(zip(unique, map(self._run, unique)))
+            return dict(zip(unique, list(progress(map(self._run, unique), len(unique), "unit tests: programs"))))
         with ThreadPoolExecutor(self.workers) as pool:
-            return dict(zip(unique, pool.map(self._run, unique)))
+            return dict(zip(unique, list(progress(pool.map(self._run, unique), len(unique), "unit tests: programs"))))
 
     # -- verifier interface ------------------------------------------------------------------------------
     def verify_batch(self, samples: pd.DataFrame) -> list[Verdict]:
