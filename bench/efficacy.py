@@ -12,11 +12,13 @@ runs the config's iterations on the same prompts (the curriculum draws the same 
 - `dpo`: iterative DPO on verifier-labelled pairs (examples/dpo.yaml).
 - `grpo`: GRPO with the task's exact checker as the reward (examples/grpo.yaml).
 - `grpo-label-free`: GRPO with the majority vote of each group as the reward (examples/grpo-label-free.yaml).
+- `grpo-loop`: examples/grpo.yaml as the pipeline runs it: generate and verify first (loop health), curate
+  keeps the informative prompts, then GRPO; its step durations say what generate/verify/curate cost.
 
 Equal sampled completions: each iteration, `sft` and `dpo` sample 8 answers to 384 prompts (3,072
-completions) in generate; the grpo arms sample the same 3,072 as rollouts inside training (48 steps x 64),
-on the same 384 prompts, and skip generate (`--grpo-prompts curated` runs the loop as configured instead:
-generate's 3,072 samples choose the informative prompts, so twice the completions). Prints held-out
+completions) in generate; `grpo` and `grpo-label-free` sample the same number as rollouts inside training
+(prompts x K / batch_size steps, each prompt once), on the same prompts, and skip generate (`grpo-loop`
+samples twice that: generate's samples choose the prompts). Prints held-out
 accuracy per difficulty of each arm, beyond the seed set, and wall time. The sft arms take about 10 minutes
 on 2 cores; each grpo arm about as long as sft. A finished arm's result is kept (`OUT/ARM/result.json`)
 and reused, so arms can run as parallel processes (`--arms grpo` in one, `--arms dpo` in another) and a
@@ -42,12 +44,15 @@ from flywheel.steps.verify import verify_samples
 from flywheel.train.runner import train as run_training
 
 ARMS = {"sft": "examples/arithmetic.yaml", "seed-sft": "examples/arithmetic.yaml", "dpo": "examples/dpo.yaml",
-        "grpo": "examples/grpo.yaml", "grpo-label-free": "examples/grpo-label-free.yaml"}
+        "grpo": "examples/grpo.yaml", "grpo-label-free": "examples/grpo-label-free.yaml",
+        "grpo-loop": "examples/grpo.yaml"}
+DIRECT = {"grpo", "grpo-label-free"}  # GRPO on the iteration's prompts, without generate: equal completions
 
 
 def run_loop(cfg, d: Path, m0: Path, seed: Path, evals: Path, direct_prompts: bool, log) -> dict:
     """The config's iterations from `m0` in this process (no promotion: every iteration's model goes on)."""
     model, previous, steps, completions = m0, None, 0, 0
+    durations = {"generate": 0.0, "verify": 0.0, "curate": 0.0, "train": 0.0}
     grpo = cfg.train.recipe == "grpo"
     if grpo and direct_prompts:  # as many rollouts as the other arms sample: every prompt once, K answers
         g = cfg.generate
@@ -61,24 +66,24 @@ def run_loop(cfg, d: Path, m0: Path, seed: Path, evals: Path, direct_prompts: bo
         else:
             g = generate_samples(model, d / f"p{i}.parquet", d / f"s{i}.parquet", cfg, iteration=i)
             completions += g["samples"]
-            verify_samples(d / f"s{i}.parquet", d / f"v{i}.parquet", cfg)
-            curate_samples(d / f"v{i}.parquet", seed, d / f"c{i}.parquet", d / f"x{i}.parquet", cfg, i,
-                           previous_path=previous, eval_path=evals)
+            durations["generate"] += g["duration_s"]
+            durations["verify"] += verify_samples(d / f"s{i}.parquet", d / f"v{i}.parquet", cfg)["duration_s"]
+            durations["curate"] += curate_samples(d / f"v{i}.parquet", seed, d / f"c{i}.parquet", d / f"x{i}.parquet",
+                                                  cfg, i, previous_path=previous, eval_path=evals)["duration_s"]
         start_from = model if cfg.train.init_from == "current" else m0
         m = train_model(start_from, d / f"c{i}.parquet", d / f"m{i}", cfg, eval_path=evals)
         completions += m.get("rollouts", 0)
+        durations["train"] += m["duration_s"]
         model, previous, steps = d / f"m{i}", d / f"c{i}.parquet", steps + m["steps"]
         log(f"{d.name}: iteration {i} done ({m['steps']} steps)")
     result = evaluate_model(model, evals, d / "e.parquet", cfg, cfg.iterations, seed_path=seed)
-    return {"eval": result, "steps": steps, "completions": completions}
+    return {"eval": result, "steps": steps, "completions": completions, "durations": durations}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arms", default="sft,seed-sft,dpo,grpo,grpo-label-free",
                     help=f"comma-separated, from {', '.join(ARMS)}")
-    ap.add_argument("--grpo-prompts", choices=("direct", "curated"), default="direct",
-                    help="grpo arms: train on the iteration's prompts (equal completions) or on curate's choice")
     ap.add_argument("--out", default="runs/efficacy")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every arm")
     args = ap.parse_args()
@@ -121,7 +126,7 @@ def main() -> None:
             r = {"eval": evaluate_model(a / "model", evals, a / "e.parquet", base, base.iterations, seed_path=seed),
                  "steps": steps, "completions": 0}
         else:
-            r = run_loop(cfg, a, m0, seed, evals, args.grpo_prompts == "direct", log)
+            r = run_loop(cfg, a, m0, seed, evals, arm in DIRECT, log)
         r["seconds"] = round(time.perf_counter() - t_arm, 1)
         results[arm] = r
         (a / "result.json").write_text(json.dumps(r, indent=2, default=str))
@@ -140,8 +145,10 @@ def main() -> None:
     print(f"{'steps':>10}{'':>9}" + "".join(f"{r['steps']:>17}" for r in results.values()))
     print(f"{'samples':>10}{'':>9}" + "".join(f"{r['completions']:>17}" for r in results.values()))
     print(f"{'seconds':>10}{'':>9}" + "".join(f"{r['seconds']:>17.0f}" for r in results.values()))
-    (d / "efficacy.json").write_text(json.dumps({"start": start, "arms": results,
-                                                 "grpo_prompts": args.grpo_prompts}, indent=2, default=str))
+    (d / "efficacy.json").write_text(json.dumps({"start": start, "arms": results}, indent=2, default=str))
+    for arm, r in results.items():
+        if r.get("durations"):
+            print(f"{arm}: seconds per step " + ", ".join(f"{k} {v:.0f}" for k, v in r["durations"].items()))
     print(f"\ndetails: {d / 'efficacy.json'}")
 
 
