@@ -15,7 +15,7 @@ from flywheel.config import Config
 from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
 from flywheel.io import read_json, read_table, write_table
-from flywheel.steps.generate import decode_batched
+from flywheel.steps.vllm_backend import open_decoder
 from flywheel.steps.data import task_of
 from flywheel.verifiers import task_verifier
 from flywheel.schema import PROBLEM_COLUMNS, RESULT_COLUMNS
@@ -34,9 +34,9 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
 
     e, g = cfg.evaluate, cfg.generate
     problems = read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")
-    model, tok = load_model(model_dir)
+    decoder = open_decoder(g.backend, model_dir, seed=cfg.seed, load=lambda: load_model(model_dir))
     verify = task_verifier(task_of(cfg))
-    greedy = decode_batched(model, tok, problems["prompt"].tolist(), samples=1, temperature=0.0, top_p=1.0,
+    greedy = decoder.decode(problems["prompt"].tolist(), samples=1, temperature=0.0, top_p=1.0,
                             max_new_tokens=g.max_new_tokens, batch_size=e.batch_size, seed=cfg.seed,
                             desc="evaluate")
     df = problems.assign(completion=[s[0][0] for s in greedy])
@@ -49,6 +49,7 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
         # Mean of the per-difficulty accuracies, so that no level dominates by its count.
         "accuracy_macro": float(by_diff.mean()),
         "accuracy_by_difficulty": {str(k): float(v) for k, v in by_diff.items()},
+        "backend": decoder.backend, "backend_reason": decoder.reason,
     }
     if seed_path:
         seed_max = int(read_table(seed_path, ("difficulty",), what="labelled seed set")["difficulty"].max())
@@ -56,7 +57,7 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
         metrics["seed_max_difficulty"] = seed_max
         metrics["accuracy_beyond_seed"] = float(harder.mean()) if len(harder) else None
     if e.pass_k:
-        sampled = decode_batched(model, tok, problems["prompt"].tolist(), samples=e.pass_k,
+        sampled = decoder.decode(problems["prompt"].tolist(), samples=e.pass_k,
                                  temperature=e.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
                                  batch_size=e.batch_size, seed=cfg.seed + 7919, desc=f"evaluate pass@{e.pass_k}")
         k_rows = problems.loc[problems.index.repeat(e.pass_k)].assign(
