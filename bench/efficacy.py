@@ -1,12 +1,26 @@
-"""Evidence: does the self-improvement loop beat plain supervised training at equal training compute?
+"""Evidence: which way of learning from its own samples improves the model most, against plain supervised
+training at equal training compute?
 
-    python bench/efficacy.py [--config examples/arithmetic.yaml] [--out runs/efficacy]
+    python bench/efficacy.py [--arms sft,seed-sft,dpo,grpo,grpo-label-free] [--out runs/efficacy]
 
-Both arms start from the same warm-started model (labelled 1-2 digit sums). The loop runs the config's
-iterations (generate, verify, curate, train). The baseline spends the same number of optimizer steps, at the
-same batch size and learning rate (so the same number of training rows; the rows are the same length), on
-supervised training on the labelled seed set. Prints held-out accuracy per difficulty for both, side by
-side. The loop should win on difficulties beyond the seed set. About 10 minutes on 2 cores.
+Every arm starts from the same warm-started model (examples/arithmetic.yaml: labelled 1-2 digit sums) and
+runs the config's iterations on the same prompts (the curriculum draws the same problems for every arm):
+
+- `sft`: rejection-sampling SFT, the demo (examples/arithmetic.yaml): generate, verify, curate, train.
+- `seed-sft`: the baseline: as many optimizer steps as `sft`, at its batch size and learning rate, on
+  supervised training on the labelled seed set.
+- `dpo`: iterative DPO on verifier-labelled pairs (examples/dpo.yaml).
+- `grpo`: GRPO with the task's exact checker as the reward (examples/grpo.yaml).
+- `grpo-label-free`: GRPO with the majority vote of each group as the reward (examples/grpo-label-free.yaml).
+
+Equal sampled completions: each iteration, `sft` and `dpo` sample 8 answers to 384 prompts (3,072
+completions) in generate; the grpo arms sample the same 3,072 as rollouts inside training (48 steps x 64),
+on the same 384 prompts, and skip generate (`--grpo-prompts curated` runs the loop as configured instead:
+generate's 3,072 samples choose the informative prompts, so twice the completions). Prints held-out
+accuracy per difficulty of each arm, beyond the seed set, and wall time. The sft arms take about 10 minutes
+on 2 cores; each grpo arm about as long as sft. A finished arm's result is kept (`OUT/ARM/result.json`)
+and reused, so arms can run as parallel processes (`--arms grpo` in one, `--arms dpo` in another) and a
+last run with all arms prints the table.
 """
 
 from __future__ import annotations
@@ -17,23 +31,62 @@ import time
 from pathlib import Path
 
 from flywheel.config import load_config
+from flywheel.io import read_table, write_table
 from flywheel.steps.curate import curate_samples
 from flywheel.steps.data import make_datasets, sample_prompts
 from flywheel.steps.evaluate import evaluate_model
 from flywheel.steps.generate import generate_samples
 from flywheel.steps.init_model import init_model
 from flywheel.steps.train import train_model
-from flywheel.train.runner import train as run_training
 from flywheel.steps.verify import verify_samples
+from flywheel.train.runner import train as run_training
+
+ARMS = {"sft": "examples/arithmetic.yaml", "seed-sft": "examples/arithmetic.yaml", "dpo": "examples/dpo.yaml",
+        "grpo": "examples/grpo.yaml", "grpo-label-free": "examples/grpo-label-free.yaml"}
+
+
+def run_loop(cfg, d: Path, m0: Path, seed: Path, evals: Path, direct_prompts: bool, log) -> dict:
+    """The config's iterations from `m0` in this process (no promotion: every iteration's model goes on)."""
+    model, previous, steps, completions = m0, None, 0, 0
+    grpo = cfg.train.recipe == "grpo"
+    if grpo and direct_prompts:  # as many rollouts as the other arms sample: every prompt once, K answers
+        g = cfg.generate
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+            update={"max_steps": g.prompts_per_iteration * g.samples_per_prompt // cfg.train.batch_size})})
+    for i in range(1, cfg.iterations + 1):
+        sample_prompts(cfg, i, d / f"p{i}.parquet")
+        if grpo and direct_prompts:
+            write_table(read_table(d / f"p{i}.parquet").assign(pass_rate=float("nan"), iteration=i),
+                        d / f"c{i}.parquet")
+        else:
+            g = generate_samples(model, d / f"p{i}.parquet", d / f"s{i}.parquet", cfg, iteration=i)
+            completions += g["samples"]
+            verify_samples(d / f"s{i}.parquet", d / f"v{i}.parquet", cfg)
+            curate_samples(d / f"v{i}.parquet", seed, d / f"c{i}.parquet", d / f"x{i}.parquet", cfg, i,
+                           previous_path=previous, eval_path=evals)
+        start_from = model if cfg.train.init_from == "current" else m0
+        m = train_model(start_from, d / f"c{i}.parquet", d / f"m{i}", cfg, eval_path=evals)
+        completions += m.get("rollouts", 0)
+        model, previous, steps = d / f"m{i}", d / f"c{i}.parquet", steps + m["steps"]
+        log(f"{d.name}: iteration {i} done ({m['steps']} steps)")
+    result = evaluate_model(model, evals, d / "e.parquet", cfg, cfg.iterations, seed_path=seed)
+    return {"eval": result, "steps": steps, "completions": completions}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="examples/arithmetic.yaml")
+    ap.add_argument("--arms", default="sft,seed-sft,dpo,grpo,grpo-label-free",
+                    help=f"comma-separated, from {', '.join(ARMS)}")
+    ap.add_argument("--grpo-prompts", choices=("direct", "curated"), default="direct",
+                    help="grpo arms: train on the iteration's prompts (equal completions) or on curate's choice")
     ap.add_argument("--out", default="runs/efficacy")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every arm")
     args = ap.parse_args()
-    cfg = load_config(args.config, args.set)
+    arms = args.arms.split(",")
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        ap.error(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+    base = load_config(ARMS["sft"], args.set)
     d = Path(args.out)
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -41,48 +94,55 @@ def main() -> None:
     def log(msg):
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
 
-    seed, evals = d / "seed.parquet", d / "eval.parquet"
-    make_datasets(cfg, seed, evals)
-    if not (d / "m0" / "config.json").is_file():
-        init_model(cfg, seed, d / "m0")
+    seed, evals, m0 = d / "seed.parquet", d / "eval.parquet", d / "m0"
+    make_datasets(base, seed, evals)
+    if not (m0 / "config.json").is_file():
+        init_model(base, seed, m0)
     log("warm start done")
-    start = evaluate_model(d / "m0", evals, d / "e0.parquet", cfg, 0, seed_path=seed)
+    start = evaluate_model(m0, evals, d / "e0.parquet", base, 0, seed_path=seed)
 
-    model, previous, steps = d / "m0", None, 0
-    for i in range(1, cfg.iterations + 1):
-        sample_prompts(cfg, i, d / f"p{i}.parquet")
-        generate_samples(model, d / f"p{i}.parquet", d / f"s{i}.parquet", cfg, iteration=i)
-        verify_samples(d / f"s{i}.parquet", d / f"v{i}.parquet", cfg)
-        curate_samples(d / f"v{i}.parquet", seed, d / f"c{i}.parquet", d / f"x{i}.parquet", cfg, i,
-                       previous_path=previous)
-        start_from = model if cfg.train.init_from == "current" else d / "m0"
-        train_model(start_from, d / f"c{i}.parquet", d / f"m{i}", cfg)
-        model, previous, steps = d / f"m{i}", d / f"c{i}.parquet", steps + cfg.train.max_steps
-        log(f"loop iteration {i} done")
-    loop = evaluate_model(model, evals, d / "e_loop.parquet", cfg, cfg.iterations, seed_path=seed)
-
-    t = cfg.train
-    # the train step's own trainer and settings, only the data (labelled seed rows) and the step count differ
-    run_training(d / "m0", seed, d / "m_baseline", t.model_copy(update={"recipe": "sft", "max_steps": steps,
-                                                                        "max_epochs": 0.0, "save_steps": 0}))
-    log("baseline done")
-    base = evaluate_model(d / "m_baseline", evals, d / "e_base.parquet", cfg, cfg.iterations, seed_path=seed)
+    results: dict[str, dict] = {}
+    for arm in arms:
+        cfg = load_config(ARMS[arm], args.set)
+        if (cfg.task, cfg.model, cfg.evaluate, cfg.iterations) != (base.task, base.model, base.evaluate, base.iterations):
+            raise SystemExit(f"{ARMS[arm]}: task, model, evaluate and iterations must equal {ARMS['sft']}'s "
+                             "(the arms share one warm start and one evaluation)")
+        a = d / arm
+        a.mkdir(exist_ok=True)
+        if (a / "result.json").is_file():  # finished by an earlier (or a parallel) run of this script
+            results[arm] = json.loads((a / "result.json").read_text())
+            log(f"{arm}: reused {a / 'result.json'}")
+            continue
+        t_arm = time.perf_counter()
+        if arm == "seed-sft":
+            steps = base.train.max_steps * base.iterations  # the sft arm's optimizer steps
+            run_training(m0, seed, a / "model", base.train.model_copy(
+                update={"recipe": "sft", "max_steps": steps, "max_epochs": 0.0, "save_steps": 0}))
+            r = {"eval": evaluate_model(a / "model", evals, a / "e.parquet", base, base.iterations, seed_path=seed),
+                 "steps": steps, "completions": 0}
+        else:
+            r = run_loop(cfg, a, m0, seed, evals, args.grpo_prompts == "direct", log)
+        r["seconds"] = round(time.perf_counter() - t_arm, 1)
+        results[arm] = r
+        (a / "result.json").write_text(json.dumps(r, indent=2, default=str))
+        log(f"{arm}: beyond seed {r['eval']['accuracy_beyond_seed']:.3f} in {r['seconds']:.0f} s")
 
     seed_max = start["seed_max_difficulty"]
-    print(f"\nheld-out accuracy (greedy), {steps} extra optimizer steps x batch {t.batch_size} in each arm; "
+    print(f"\nheld-out accuracy (greedy) after {base.iterations} iterations from the same warm start; "
           f"seed set: difficulties 1..{seed_max}\n")
-    print(f"{'difficulty':>10}{'start':>9}{'SFT on seed':>13}{'self-improve':>14}")
+    print(f"{'difficulty':>10}{'start':>9}" + "".join(f"{a:>17}" for a in results))
     for lv in start["accuracy_by_difficulty"]:
         mark = "  (beyond seed)" if int(lv) > seed_max else ""
-        print(f"{lv:>10}{start['accuracy_by_difficulty'][lv]:>9.3f}{base['accuracy_by_difficulty'][lv]:>13.3f}"
-              f"{loop['accuracy_by_difficulty'][lv]:>14.3f}{mark}")
-    print(f"{'beyond':>10}{start['accuracy_beyond_seed']:>9.3f}{base['accuracy_beyond_seed']:>13.3f}"
-          f"{loop['accuracy_beyond_seed']:>14.3f}")
-    result = {"start": start, "sft_on_seed": base, "self_improve": loop, "extra_steps": steps}
-    (d / "efficacy.json").write_text(json.dumps(result, indent=2))
-    verdict = "wins" if loop["accuracy_beyond_seed"] > base["accuracy_beyond_seed"] else "does NOT win"
-    print(f"\nthe loop {verdict} beyond the seed set "
-          f"({loop['accuracy_beyond_seed']:.3f} vs {base['accuracy_beyond_seed']:.3f}); details: {d / 'efficacy.json'}")
+        print(f"{lv:>10}{start['accuracy_by_difficulty'][lv]:>9.3f}"
+              + "".join(f"{r['eval']['accuracy_by_difficulty'][lv]:>17.3f}" for r in results.values()) + mark)
+    print(f"{'beyond':>10}{start['accuracy_beyond_seed']:>9.3f}"
+          + "".join(f"{r['eval']['accuracy_beyond_seed']:>17.3f}" for r in results.values()))
+    print(f"{'steps':>10}{'':>9}" + "".join(f"{r['steps']:>17}" for r in results.values()))
+    print(f"{'samples':>10}{'':>9}" + "".join(f"{r['completions']:>17}" for r in results.values()))
+    print(f"{'seconds':>10}{'':>9}" + "".join(f"{r['seconds']:>17.0f}" for r in results.values()))
+    (d / "efficacy.json").write_text(json.dumps({"start": start, "arms": results,
+                                                 "grpo_prompts": args.grpo_prompts}, indent=2, default=str))
+    print(f"\ndetails: {d / 'efficacy.json'}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ are exactly what this script writes, and tests/test_examples_data.py checks that
 - `word_problems.jsonl` (examples/word-problems.yaml, the `jsonl` task): GSM8K-style one-step addition
   and subtraction word problems, answers written as `12+7=19` then a `#### 19` line, difficulty = digits
   of the larger operand (1-3). Short enough for the embedded character-level model.
+- `smollm2_train.jsonl`, `smollm2_eval.jsonl` (examples/smollm2.yaml): one-step word problems with 1-2
+  digit operands for SmolLM2-135M-Instruct; the held-out file says them in other words (`REWORDED`).
 - `code_problems.jsonl` (examples/code.yaml, the `code` task): infer a small function from three of its
   values and write it as a lambda body (`f(0)=2,f(1)=5,f(2)=8;f=lambda x:` -> `3*x+2`), checked by unit
   tests at other points; difficulty 1 = x+b, 2 = a*x, 3 = a*x+b, 4 = a*x*x+b.
@@ -41,6 +43,41 @@ def word_problems(n: int = 1500, seed: int = 0) -> list[dict]:
     return rows
 
 
+# Held-out wordings of examples/smollm2.yaml: the same one-step sums, said differently from the training
+# rows' "X has a items and gets b more. How many items now?", so a held-out gain is not the model learning
+# one sentence shape.
+REWORDED = {
+    "+": ["There are {a} {item} in a box. {name} puts in {b} more. How many {item} are in the box now?",
+          "{name} found {a} {item} on Monday and {b} {item} on Tuesday. How many {item} did {name} find in all?"],
+    "-": ["{name} had {a} {item} and lost {b} of them. How many {item} are left?",
+          "A shop has {a} {item}. It sells {b}. How many {item} does the shop have left?"],
+}
+
+
+def smollm2_problems(split: str, n: int, seed: int = 0) -> list[dict]:
+    """One-step word problems with 1-2 digit operands for examples/smollm2.yaml: 'train' in the training
+    wording (as word_problems.jsonl), 'eval' in the REWORDED ones; ids distinct across the two files."""
+    rng = random.Random(f"smollm2-{split}-{seed}")
+    rows, seen = [], set()
+    while len(rows) < n:
+        digits = 1 + len(rows) % 2
+        a, b = (rng.randint(1 if digits == 1 else 10, 10**digits - 1) for _ in range(2))
+        name, item, op = rng.choice(NAMES), rng.choice(ITEMS), rng.choice("+-")
+        if op == "-":
+            a, b = max(a, b), min(a, b)
+        if split == "train":
+            q = (f"{name} has {a} {item} and gets {b} more. How many {item} now?" if op == "+" else
+                 f"{name} has {a} {item} and gives away {b}. How many {item} now?")
+        else:
+            q = rng.choice(REWORDED[op]).format(a=a, b=b, name=name, item=item)
+        c = a + b if op == "+" else a - b
+        if q not in seen:
+            seen.add(q)
+            rows.append({"id": f"smol-{split}{len(rows)}", "question": q, "answer": f"{a}{op}{b}={c}\n#### {c}",
+                         "difficulty": digits})
+    return rows
+
+
 def code_problems(n: int = 800, seed: int = 0) -> list[dict]:
     rng = random.Random(f"code-problems-{seed}")
     forms = {1: "x{b:+d}", 2: "{a}*x", 3: "{a}*x{b:+d}", 4: "{a}*x*x{b:+d}"}
@@ -61,7 +98,9 @@ def code_problems(n: int = 800, seed: int = 0) -> list[dict]:
     return rows
 
 
-FILES = {"word_problems.jsonl": word_problems, "code_problems.jsonl": code_problems}
+FILES = {"word_problems.jsonl": word_problems, "code_problems.jsonl": code_problems,
+         "smollm2_train.jsonl": lambda: smollm2_problems("train", 800),
+         "smollm2_eval.jsonl": lambda: smollm2_problems("eval", 400)}
 
 
 def render(rows: list[dict]) -> str:

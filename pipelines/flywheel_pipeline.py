@@ -46,8 +46,9 @@ def build_pipeline(cfg: Config):
         base = c.init_model(config=config, seed_set=seed_set).set_display_name("init model")
         ev = c.evaluate(config=config, iteration=0, model=base.outputs["model"], eval_set=eval_set,
                         seed_set=seed_set).set_display_name("evaluate 0")
-        rec = c.record(config=config, iteration=0, evaluation=ev.outputs["metrics"],
-                       preparation=data.outputs["metrics"], results=ev.outputs["results"]).set_display_name("record 0")
+        rec = c.record(config=config, iteration=0, evaluation=ev.outputs["metrics"],  # model: the first champion
+                       preparation=data.outputs["metrics"], results=ev.outputs["results"],
+                       model=base.outputs["model"]).set_display_name("record 0")
         champion = {"champion": base.outputs["model"], "champion_results": ev.outputs["results"],
                     "champion_metrics": ev.outputs["metrics"]}
         curated = decision = proposed = None

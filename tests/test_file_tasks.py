@@ -209,12 +209,16 @@ def test_code_seed_solutions_pass_and_wrong_ones_fail(code_task):
 
 @pytest.mark.parametrize("bad,message", [
     ({"prompt": "p", "tests": []}, "must be a non-empty list"),
-    ({"prompt": "p", "tests": ["assert f(1) =="]}, "test 0: not valid Python"),
+    ({"prompt": "p", "tests": ["assert f(1) =="]}, "test 0 .*not valid Python"),
     ({"prompt": "p"}, "no field 'tests'"),
-    ({"prompt": "p", "tests": ["assert True"], "difficulty": "hard"}, "'difficulty' must be a int"),
+    ({"prompt": "p", "tests": ["assert f(1) == 1"], "difficulty": "hard"}, "'difficulty' must be a int"),
+    # grading needs the comparison outside the program's reach: refused when the file is read
+    ({"prompt": "p", "tests": ["assert sorted([2, 1]) == [1, 2]"]}, "checks nothing the program defines"),
+    ({"prompt": "p", "tests": ["assert all(f(x) == x for x in range(3))"]}, "comparisons and loops outside"),
+    ({"prompt": "p", "tests": ["r = f(1)\nassert r == 1"]}, "a test is `assert ...` statements"),
 ])
 def test_code_bad_row(tmp_path, bad, message):
-    good = [{"prompt": f"p{i}", "tests": ["assert True"]} for i in range(10)]
+    good = [{"prompt": f"p{i}", "tests": ["assert f(1) == 1"]} for i in range(10)]
     path = _write_jsonl(tmp_path / "c.jsonl", good + [bad])
     with pytest.raises(DataError, match=r"c\.jsonl:11: .*" + message):
         load_task("code", {"path": str(path)})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import time
@@ -15,6 +17,8 @@ from flywheel.io import read_table
 
 from conftest import TINY
 
+ROOT = Path(__file__).resolve().parents[1]
+
 pytestmark = pytest.mark.slow
 
 
@@ -24,8 +28,31 @@ def run(tmp_path_factory):
     # data.remote: each iteration's curated rows and model are pushed there (the output is in no DVC repo)
     (d / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "data": {"remote": str(d / "dvc-remote")}}))
     t0 = time.perf_counter()
-    assert main(["run", str(d / "tiny.yaml"), "--out", str(d / "out")]) == 0
-    return {"dir": d, "out": d / "out", "seconds": time.perf_counter() - t0}
+    with contextlib.redirect_stdout(io.StringIO()) as console:  # what a person sees (docs/data.md: the console)
+        assert main(["run", str(d / "tiny.yaml"), "--out", str(d / "out")]) == 0
+    return {"dir": d, "out": d / "out", "seconds": time.perf_counter() - t0, "console": console.getvalue()}
+
+
+def test_the_console_has_one_line_per_step_and_ends_with_the_table(run):
+    """`flywheel run` prints one line per task, where the logs are, and the per-iteration table last; every
+    task's full log is a file. The demo's count follows from its pipeline's tasks (make demo: <= 60 lines)."""
+    from flywheel.config import load_config
+    from flywheel.console import task_names
+    from flywheel.pipelines.flywheel_pipeline import build_pipeline
+
+    lines = run["console"].rstrip("\n").split("\n")
+    steps = [ln for ln in lines if re.match(r"^iter \d+ ", ln)]
+    tasks = len(set(task_names(build_pipeline(load_config(run["dir"] / "tiny.yaml"))).values()))
+    assert len(steps) == tasks == 4 + 8 * 2  # prepare, init, evaluate 0, record 0; 8 tasks per iteration
+    assert all(re.search(r" ok ", ln) and re.search(r"\d+\.\d s$", ln) for ln in steps), steps
+    assert re.search(r"verify\s+ok\s+pass \d\.\d\d", run["console"]) and "train       ok      loss" in run["console"]
+    assert len(list((run["out"] / "logs").glob("iter-*.log"))) == tasks
+    train_log = (run["out"] / "logs" / "iter-2-train.log").read_text()
+    assert "executor_input" in train_log and "executor_input" not in run["console"]
+    assert lines[-1].split()[0] == "2" and lines[-4].split()[0] == "iteration"  # the table is the last thing
+    fixed = len(lines) - len(steps) - 3  # header, paths, table head
+    demo = len(set(task_names(build_pipeline(load_config(ROOT / "examples" / "arithmetic.yaml"))).values()))
+    assert fixed + demo + 4 <= 60, (fixed, demo)  # make demo: 3 iterations, 4 table rows
 
 
 def test_summary_has_every_iteration_and_step(run):
@@ -50,7 +77,8 @@ def test_summary_has_every_iteration_and_step(run):
 def test_report_and_model(run):
     html = (run["out"] / "report.html").read_text()
     # accuracy, per difficulty (lines and heatmap), pass rate, health, training data
-    assert html.count("<img src=\"data:image/png;base64,") == 6 and "Sample rows" in html
+    # accuracy (with intervals), per difficulty (lines and heatmap), pass rate, health, training data, timings
+    assert html.count("<img src=\"data:image/png;base64,") >= 7 and "Sample rows" in html and "Time per step" in html
     assert "Held-out accuracy per difficulty and iteration" in html
     from flywheel.model import load_model
 
@@ -88,7 +116,8 @@ def test_iteration_data_and_model_come_back_from_the_dvc_remote_by_their_pointer
 
     summary_path = run["out"] / "summary.json"
     its = json.loads(summary_path.read_text())["iterations"]
-    assert "stored" not in its[0]["manifest"]  # iteration 0 has no curated rows; its model is init_model's
+    # iteration 0 has no curated rows; its model (init_model's, the first champion) is stored for W&B's reference
+    assert set(its[0]["manifest"]["stored"]["artifacts"]) == {"model"}
     for it in its[1:]:
         stored, hashes = it["manifest"]["stored"], it["manifest"]["hashes"]
         assert stored["remote"] == str(run["dir"] / "dvc-remote") and stored["cache"] is None

@@ -7,12 +7,13 @@ machine JIT-compiles a C++ op (~50 s, cached under ~/.cache/torch_extensions).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from flywheel.config import ConfigError, LaunchConfig, TrainConfig
+from flywheel.config import ConfigError, LaunchConfig, ModelConfig, TrainConfig
 from flywheel.io import read_table, write_table
 from flywheel.model import load_model
 from flywheel.steps.train import train_model
@@ -105,16 +106,27 @@ def test_an_interrupted_train_step_resumes_from_its_last_checkpoint(prepared, ro
 
 
 def test_a_checkpoint_from_other_inputs_is_not_resumed(prepared, rows, tmp_path):
-    t = TrainConfig(max_steps=4, batch_size=16, save_steps=2, checkpoint_dir=str(tmp_path))
+    t, m = TrainConfig(max_steps=4, batch_size=16, save_steps=2, checkpoint_dir=str(tmp_path)), ModelConfig()
     folder = runner.checkpoint_dir(tmp_path / "out", t)
-    assert runner.prepare_checkpoints(folder, runner.fingerprint(prepared["model"], rows, t)) is None
-    (folder / "checkpoint-2").mkdir()
-    (folder / "checkpoint-2" / "trainer_state.json").write_text("{}")
-    (folder / "checkpoint-4").mkdir()  # no trainer_state.json: interrupted while saving
-    assert runner.prepare_checkpoints(folder, runner.fingerprint(prepared["model"], rows, t)).name == "checkpoint-2"
-    other = t.model_copy(update={"learning_rate": 0.5})
-    assert runner.prepare_checkpoints(folder, runner.fingerprint(prepared["model"], rows, other)) is None
+
+    def resume(t, m):
+        return runner.prepare_checkpoints(folder, runner.fingerprint(prepared["model"], rows, t, m))
+
+    def interrupted_run():
+        """The folder of a run of (t, m) that saved step 2 and was killed while saving step 4."""
+        shutil.rmtree(folder, ignore_errors=True)
+        assert resume(t, m) is None
+        (folder / "checkpoint-2").mkdir()
+        (folder / "checkpoint-2" / "trainer_state.json").write_text("{}")
+        (folder / "checkpoint-4").mkdir()  # no trainer_state.json
+
+    interrupted_run()
+    assert resume(t, m).name == "checkpoint-2"
+    interrupted_run()
+    assert resume(t.model_copy(update={"learning_rate": 0.5}), m) is None
     assert not (folder / "checkpoint-2").exists()
+    interrupted_run()  # rows rendered another way (a system prompt) are other inputs too
+    assert resume(t, m.model_copy(update={"system_prompt": "Be brief."})) is None
 
 
 def test_presets_and_raw_deepspeed_configs(tmp_path):

@@ -207,5 +207,5 @@ def test_judge_needs_single_token_verdicts(tmp_path):
 def test_model_verifiers_load_by_name_with_params(tmp_path):
     v = load_verifier("reward-model", {"model": _tiny(tmp_path, "cls"), "threshold": 0.0})
     assert all(isinstance(x, Verdict) and x.correct for x in v(SAMPLES))
-    with pytest.raises(FileNotFoundError, match="not a model folder"):
+    with pytest.raises(ValueError, match="not a model folder"):
         load_verifier("judge", {"model": str(tmp_path)})

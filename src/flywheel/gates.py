@@ -21,6 +21,7 @@ set in a file (contamination).
 
 from __future__ import annotations
 
+import collections
 import functools
 import importlib
 import importlib.util
@@ -51,10 +52,10 @@ def words(text: str) -> list[str]:
     return str(text).lower().split()
 
 
-def ngrams(text: str, n: int) -> list[tuple[str, ...]]:
-    """Word n-grams of `text`; a text shorter than n words is one n-gram (itself), so short texts such as
-    arithmetic prompts compare as wholes."""
-    w = words(text)
+def ngrams(text: str | list[str], n: int) -> list[tuple[str, ...]]:
+    """Word n-grams of `text` (or of a list of words); a text shorter than n words is one n-gram (itself), so
+    short texts such as arithmetic prompts compare as wholes."""
+    w = words(text) if isinstance(text, str) else text
     if len(w) <= n:
         return [tuple(w)] if w else []
     return [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
@@ -86,17 +87,44 @@ def _between(expectation, value) -> dict:
 class NgramIndex:
     """The n-grams of a reference set (e.g. the evaluation prompts), to test texts for overlap.
 
-    A reference text shorter than n words contributes itself as one gram; a text is contaminated when it
-    contains any reference gram as consecutive words (exact match for one-word prompts)."""
+    Only what can leak is compared: the words of a reference text that belong to its own question, not to
+    an instruction template the references share. A template word is one covered by a `TEMPLATE_K`-word
+    gram that occurs in more than half of the references (and in at least `TEMPLATE_MIN_REFS` of them);
+    those words are removed from the references and from every tested text before n-grams are taken. (A
+    fixed 12-word instruction such as "Please reason step by step, and put your final answer within
+    \\boxed{}." otherwise makes every two prompts whose questions end on the same word share a 13-gram, and
+    one of 13 words or more flags every row.) Word problems share no 3-word gram in more than half of
+    their questions, so their questions stay whole; one-word references (arithmetic) have no 3-grams.
+
+    A reference text (template removed) shorter than n words contributes itself as one gram; a text is
+    contaminated when it contains any reference gram as consecutive words (exact match for one-word
+    prompts)."""
+
+    TEMPLATE_K = 3
+    TEMPLATE_MIN_REFS = 5  # a share of fewer references says nothing about a template
 
     def __init__(self, references: Iterable[str], n: int):
+        refs = [words(r) for r in references]
+        k = self.TEMPLATE_K
+        counts = collections.Counter(g for w in refs for g in {tuple(w[i:i + k]) for i in range(len(w) - k + 1)})
+        self.template = {g for g, c in counts.items() if c > len(refs) / 2 and c >= self.TEMPLATE_MIN_REFS}
         self.grams: set[tuple[str, ...]] = set()
-        for r in references:
-            self.grams.update(ngrams(r, n))
+        for w in refs:
+            self.grams.update(ngrams(self.content(w), n))
         self.lengths = sorted({len(g) for g in self.grams})
 
+    def content(self, w: list[str]) -> list[str]:
+        """The words of `w` not covered by a template gram."""
+        if not self.template:
+            return w
+        k, covered = self.TEMPLATE_K, set()
+        for i in range(len(w) - k + 1):
+            if tuple(w[i:i + k]) in self.template:
+                covered.update(range(i, i + k))
+        return [x for j, x in enumerate(w) if j not in covered]
+
     def hits(self, text: str) -> int:
-        w = words(text)
+        w = self.content(words(text))
         return sum(tuple(w[i:i + k]) in self.grams for k in self.lengths for i in range(len(w) - k + 1))
 
 
@@ -266,8 +294,49 @@ _GX_LOCK = threading.Lock()
 # generate with the thread and 2.1 s without (2 shared cores, load 3).
 
 
+# The gates (the `name` of each `check_gate` call) and the suites that hold their rules; the rule ids are
+# read from the suites themselves (`known_rule_ids`), so `gates.warn` is checked against what runs. A test
+# checks that every `check_gate` call in the package is listed here.
+GATE_SUITES = {"samples": "flywheel.steps.generate:samples_suite", "verdicts": "flywheel.steps.verify:verdicts_suite",
+               "curated": "flywheel.steps.curate:curated_suite", "results": "flywheel.steps.evaluate:results_suite"}
+_listing = threading.local()  # set while known_rule_ids calls the suites: expectations() returns stand-ins
+
+
+class _StandIn:
+    """What a suite's expectation constructors return while its rule ids are listed (no GX import)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+
+class _StandInNamespace:
+    def __getattr__(self, name):
+        return _StandIn
+
+
+def known_rule_ids(cfg: Config) -> dict[str, list[str]]:
+    """{gate: [rule ids]}, from calling each gate's suite with `cfg` (every optional context given, so
+    that rules that exist only with an evaluation set are listed too); GX is not imported."""
+    import inspect
+
+    out = {}
+    _listing.on = True
+    try:
+        for gate, target in GATE_SUITES.items():
+            module, fn = target.split(":")
+            suite = getattr(importlib.import_module(module), fn)
+            optional = {n: "<listing>" for n, p in inspect.signature(suite).parameters.items()
+                        if p.default is None}
+            out[gate] = [e.meta["rule"] for e in suite(cfg, **optional)]
+    finally:
+        _listing.on = False
+    return out
+
+
 def expectations():
     """GX's expectations module plus ours, as one namespace: `E = expectations(); E.ExpectColumnValuesToNotBeNull`."""
+    if getattr(_listing, "on", False):
+        return _StandInNamespace()
     g = _gx()
 
     class _NS:

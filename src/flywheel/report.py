@@ -17,7 +17,7 @@ from pathlib import Path
 
 from flywheel.config import Config
 from flywheel.io import read_json, read_table, write_json, write_text
-from flywheel.monitor import gold_labels, iteration_health
+from flywheel.monitor import accuracy_intervals, gold_labels, iteration_health
 from flywheel.schema import VERDICT_COLUMNS
 from flywheel.steps.data import task_of
 
@@ -57,6 +57,10 @@ def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, repo
         # Judge the configured verifier against the task's reference check when they differ.
         gold = None if cfg.verify.verifier == "task" else gold_labels(task_of(cfg), df)
         entry["health"] = iteration_health(df, gold=gold, n_star=cfg.curate.max_per_prompt)
+    if results:
+        counts = read_table(results, ("difficulty",), what="evaluation results")["difficulty"].value_counts()
+        entry["eval_items"] = {str(k): int(v) for k, v in sorted(counts.items())}
+        entry["intervals"] = accuracy_intervals(entry["eval"], entry["eval_items"], entry.get("promote"))
     entry["manifest"] = manifest(cfg, entry)
     to_store = {role: path for role, path in (("curated", curated), ("model", model)) if path}
     if store and to_store:
@@ -66,13 +70,30 @@ def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, repo
                                         curated=curated, model=model, results=results)
     summary["iterations"] = [it for it in summary["iterations"] if it["iteration"] != iteration] + [entry]
     if df is not None:
-        picks = df[df["correct"]].head(4).to_dict("records") + df[~df["correct"]].head(4).to_dict("records")
-        summary["examples"] = [{k: r[k] for k in ("prompt", "completion", "reference", "correct", "reason")}
-                               for r in picks]
+        summary["examples"] = example_rows(df, task_of(cfg))
         summary["examples_iteration"] = iteration
     write_json(summary, summary_path)
     write_report(summary, report_path)
     return summary
+
+
+def example_rows(df, task, per_kind: int = 4) -> list[dict]:
+    """Up to `per_kind` correct and `per_kind` wrong samples, each of a different prompt (a prompt has K
+    samples: the first rows of the table are one prompt's), with the task's readable form of each text when
+    it has one (`task.readable(text)`, e.g. arithmetic's reversed, zero-padded digits as a person writes them)."""
+    readable = getattr(task, "readable", None)  # optional task method, see docs/tasks.md
+    rows, seen = [], set()
+    for correct in (True, False):
+        picked = df[df["correct"] == correct].drop_duplicates("prompt_id")
+        picked = picked[~picked["prompt_id"].isin(seen)].head(per_kind)
+        seen |= set(picked["prompt_id"])
+        for r in picked.to_dict("records"):
+            row = {k: r[k] for k in ("prompt", "completion", "reference", "correct", "reason")}
+            row["score"] = float(r["score"]) if "score" in r else None
+            if readable:
+                row["readable"] = {k: readable(r[k]) for k in ("prompt", "completion", "reference")}
+            rows.append(row)
+    return rows
 
 
 def _png(fig) -> str:
@@ -84,6 +105,7 @@ def _png(fig) -> str:
 def plot_summary(summary: dict) -> list[tuple[str, str]]:
     """(title, base64 PNG) for each plot of the report."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -92,25 +114,44 @@ def plot_summary(summary: dict) -> list[tuple[str, str]]:
     xs = [it["iteration"] for it in its]
     plots = []
 
+    def bars(values: list, key: str, sub: str | None = None):
+        """Error bars (below, above) of the Wilson intervals the record step stored (`intervals`)."""
+        lo, hi = [], []
+        for it, v in zip(its, values):
+            ci = (it.get("intervals") or {}).get(key)
+            ci = ci.get(sub) if sub is not None and isinstance(ci, dict) else ci
+            ok = ci is not None and v is not None
+            lo.append(v - ci[0] if ok else 0.0)
+            hi.append(ci[1] - v if ok else 0.0)
+        return [lo, hi]
+
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    ax.plot(xs, [it["eval"]["accuracy"] for it in its], "o-", label="all held-out")
+    acc = [it["eval"]["accuracy"] for it in its]
+    ax.errorbar(xs, acc, yerr=bars(acc, "accuracy"), fmt="o-", capsize=3, label="all held-out")
     beyond = [it["eval"].get("accuracy_beyond_seed") for it in its]
     if any(b is not None for b in beyond):
-        ax.plot(xs, beyond, "s--", label="harder than the seed set")
+        ax.errorbar(xs, [np.nan if b is None else b for b in beyond], yerr=bars(beyond, "accuracy_beyond_seed"),
+                    fmt="s--", capsize=3, label="harder than the seed set")
     ax.set(xlabel="iteration", ylabel="accuracy (greedy)", ylim=(-0.02, 1.02), xticks=xs)
     ax.grid(alpha=0.3)
     ax.legend()
-    plots.append(("Held-out accuracy per iteration", _png(fig)))
+    plots.append(("Held-out accuracy per iteration (bars: 95 % Wilson intervals)", _png(fig)))
     plt.close(fig)
 
     levels = sorted({k for it in its for k in it["eval"]["accuracy_by_difficulty"]}, key=float)
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for lv in levels:
-        ax.plot(xs, [it["eval"]["accuracy_by_difficulty"].get(lv) for it in its], "o-", label=f"difficulty {lv}")
+        ys = [it["eval"]["accuracy_by_difficulty"].get(lv) for it in its]
+        line, = ax.plot(xs, [np.nan if y is None else y for y in ys], "o-", label=f"difficulty {lv}")
+        lo, hi = bars(ys, "accuracy_by_difficulty", lv)
+        if any(lo) or any(hi):
+            ax.fill_between(xs, [y - d if y is not None else np.nan for y, d in zip(ys, lo)],
+                            [y + d if y is not None else np.nan for y, d in zip(ys, hi)], color=line.get_color(),
+                            alpha=0.12, linewidth=0)
     ax.set(xlabel="iteration", ylabel="accuracy (greedy)", ylim=(-0.02, 1.02), xticks=xs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    plots.append(("Accuracy per difficulty", _png(fig)))
+    plots.append(("Accuracy per difficulty (bands: 95 % Wilson intervals)", _png(fig)))
     plt.close(fig)
 
     if len(levels) > 2:  # accuracy per difficulty x iteration at a glance (Lee et al. 2025 draw it so)
@@ -171,23 +212,64 @@ def plot_summary(summary: dict) -> list[tuple[str, str]]:
         ax.legend(fontsize=8)
         plots.append(("Training data kept by curate", _png(fig)))
         plt.close(fig)
+
+    curves = [(it["iteration"], it["train"]["log_history"]) for it in its if (it.get("train") or {}).get("log_history")]
+    for key, ylabel, title in (("loss", "training loss", "Training loss per iteration (the Trainer's logged steps)"),
+                               ("rewards/margins", "reward margin (chosen - rejected)",
+                                "DPO reward margin per iteration")):
+        drawn = [(i, h) for i, h in curves if any(key in row for row in h)]
+        if not drawn:
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        for i, h in drawn:
+            pts = [(row["step"], row[key]) for row in h if key in row]
+            ax.plot([x for x, _ in pts], [y for _, y in pts], ".-", label=f"iteration {i}")
+        ax.set(xlabel="optimizer step", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        plots.append((title, _png(fig)))
+        plt.close(fig)
+
+    timed = [it for it in its if it.get("durations")]
+    steps = [k for k in STEP_KEYS if any((it["durations"] or {}).get(k) for it in timed)]
+    if steps:
+        fig, ax = plt.subplots(figsize=(5.5, 0.35 * len(timed) + 1.4))
+        left = np.zeros(len(timed))
+        for k in steps:
+            w = np.array([(it["durations"] or {}).get(k) or 0.0 for it in timed])
+            ax.barh([str(it["iteration"]) for it in timed], w, left=left, label=k)
+            left += w
+        ax.set(xlabel="seconds (inside the step function; a task adds its process start)", ylabel="iteration")
+        ax.invert_yaxis()
+        ax.legend(fontsize=7, ncol=4, loc="lower right")
+        plots.append(("Time per step", _png(fig)))
+        plt.close(fig)
     return plots
 
 
-def _promotion(p: dict | None) -> str | None:
+def _promotion(p: dict | None, ci: list | None = None) -> str | None:
     if p is None:
         return None
     verdict = "yes" if p["promoted"] else "no"
-    stop = f"; stop: {p['stop_reason']}" if p.get("stop_reason") else ""
-    return f"{verdict} (p={p['p_value']:.2g}){stop}"
+    stop = f"; stop: {html.escape(p['stop_reason'])}" if p.get("stop_reason") else ""
+    delta = f"&Delta; {p['delta']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}], " if ci and "delta" in p else ""
+    return f"{verdict} ({delta}p={p['p_value']:.2g}){stop}"
+
+
+def _with_ci(v, ci) -> str | None:
+    """'0.910 [0.862, 0.942]': a value and its 95 % interval."""
+    if v is None:
+        return None
+    return f"{v:.3f} <small>[{ci[0]:.3f}, {ci[1]:.3f}]</small>" if ci else f"{v:.3f}"
 
 
 def _fmt(v) -> str:
+    """A table cell: numbers rounded; text is our own markup (values in it are numbers)."""
     if v is None:
         return "-"
     if isinstance(v, float):
         return f"{v:.3f}"
-    return html.escape(str(v))
+    return str(v)
 
 
 def write_report(summary: dict, path: str | Path) -> Path:
@@ -198,13 +280,19 @@ def write_report(summary: dict, path: str | Path) -> Path:
     if first.get("accuracy_beyond_seed") is not None and last.get("accuracy_beyond_seed") is not None:
         headline += (f"; on problems harder than the seed set {first['accuracy_beyond_seed']:.1%} &rarr; "
                      f"{last['accuracy_beyond_seed']:.1%}")
-    cols = [("iteration", lambda it: it["iteration"]), ("eval accuracy", lambda it: it["eval"]["accuracy"]),
-            ("beyond seed", lambda it: it["eval"].get("accuracy_beyond_seed")),
+    def ci(it, key):
+        return (it.get("intervals") or {}).get(key)
+
+    cols = [("iteration", lambda it: it["iteration"]),
+            ("eval accuracy [95 % CI]", lambda it: _with_ci(it["eval"]["accuracy"], ci(it, "accuracy"))),
+            ("beyond seed", lambda it: _with_ci(it["eval"].get("accuracy_beyond_seed"), ci(it, "accuracy_beyond_seed"))),
             ("pass rate", lambda it: it.get("verify", {}).get("pass_rate")),
             ("kept", lambda it: it.get("curate", {}).get("kept")),
             ("dropped", lambda it: it.get("curate", {}).get("dropped")),
             ("train loss", lambda it: it.get("train", {}).get("loss")),
-            ("promoted", lambda it: _promotion(it.get("promote"))),
+            *([("reward margin", lambda it: it.get("train", {}).get("reward_margin"))]
+              if any(it.get("train", {}).get("reward_margin") is not None for it in its) else []),
+            ("promoted", lambda it: _promotion(it.get("promote"), ci(it, "promote_delta"))),
             ("seconds", lambda it: round(sum(v for v in it["durations"].values() if v), 1))]
     table = "<tr>" + "".join(f"<th>{c}</th>" for c, _ in cols) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{_fmt(get(it))}</td>" for _, get in cols) + "</tr>" for it in its)
@@ -212,19 +300,25 @@ def write_report(summary: dict, path: str | Path) -> Path:
                     for t, png in plot_summary(summary))
     examples = ""
     if summary.get("examples"):
+        def text(e, k):
+            raw = f"<code>{html.escape(str(e[k]))}</code>"
+            nice = (e.get("readable") or {}).get(k)
+            return f"{html.escape(nice)}<br><small>{raw}</small>" if nice is not None else raw
+
         rows = "".join(
-            f"<tr class={'ok' if e['correct'] else 'bad'}><td><code>{html.escape(e['prompt'])}</code></td>"
-            f"<td><code>{html.escape(e['completion'])}</code></td><td><code>{html.escape(e['reference'])}</code></td>"
-            f"<td>{html.escape(e['reason'])}</td></tr>" for e in summary["examples"])
-        examples = (f"<h2>Sample rows (iteration {summary.get('examples_iteration')})</h2><table><tr><th>prompt</th>"
-                    f"<th>completion</th><th>reference</th><th>verdict</th></tr>{rows}</table>")
+            f"<tr class={'ok' if e['correct'] else 'bad'}><td>{text(e, 'prompt')}</td><td>{text(e, 'completion')}</td>"
+            f"<td>{text(e, 'reference')}</td><td>{_fmt(e.get('score'))}</td><td>{html.escape(e['reason'])}</td></tr>"
+            for e in summary["examples"])
+        examples = (f"<h2>Sample rows (iteration {summary.get('examples_iteration')}: one sample per prompt, "
+                    f"correct first)</h2><table><tr><th>prompt</th><th>completion</th><th>reference</th><th>score</th>"
+                    f"<th>verdict</th></tr>{rows}</table>")
     gates = _gates_table(its)
     cfg = summary["config"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>flywheel report</title><style>
 body{{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;color:#222}}
 figure{{display:inline-block;margin:.5em}} figcaption{{text-align:center;font-size:.9em;color:#555}}
 table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #ddd;padding:.3em .6em;text-align:right}}
-th{{background:#f4f4f4}} tr.ok td{{background:#eefbee}} tr.bad td{{background:#fdeeee}} code{{font-size:1.05em}}
+th{{background:#f4f4f4}} small{{color:#666}} tr.ok td{{background:#eefbee}} tr.bad td{{background:#fdeeee}} code{{font-size:1.05em}}
 .lead{{font-size:1.15em;background:#f7f7ff;padding:.6em 1em;border-left:4px solid #66f}}</style></head><body>
 <h1>flywheel: {html.escape(cfg['task']['name'])} &middot; {html.escape(cfg['model']['base'])} &middot;
 recipe {html.escape(cfg['train']['recipe'])}</h1>
@@ -234,7 +328,8 @@ recipe {html.escape(cfg['train']['recipe'])}</h1>
     return write_text(page, path)
 
 
-GATES = (("generate", "samples"), ("verify", "verdicts"), ("curate", "curated"), ("eval", "results"))
+GATES = (("generate", "samples"), ("verify", "verdicts"), ("curate", "curated"), ("train", "rollouts"),
+         ("eval", "results"))  # train has a gate under recipe grpo only (its rollouts)
 
 
 def _gates_table(its: list[dict]) -> str:

@@ -22,3 +22,11 @@ RESULT_COLUMNS = (*PROBLEM_COLUMNS, "completion", "correct", "reason")
 # step) with the current model's estimated pass rate; every dropped one keeps the model's text and why.
 PROPOSAL_COLUMNS = (*PROBLEM_COLUMNS, "proposal", "pass_rate", "iteration")
 DROPPED_PROPOSAL_COLUMNS = (*PROPOSAL_COLUMNS, "drop_reason", "detail", "duplicate_of")
+# Recipe grpo (flywheel.train.grpo): curate hands GRPO the iteration's prompts (with the pass rate of their
+# generate samples under the loop's verifier); the train step writes every rollout it trained on: the step
+# that trained on it, its prompt's group of K samples, the weighted reward (`rewarded`: at least half the
+# total weight), TRL's advantage, and one
+# `reward_<verifier>` column per reward (flywheel.train.grpo.reward_column).
+GRPO_PROMPT_COLUMNS = (*PROBLEM_COLUMNS, "pass_rate", "iteration")
+ROLLOUT_COLUMNS = ("step", "prompt_id", "prompt", "difficulty", "group", "sample_id", "completion",
+                   "completion_tokens", "reward", "rewarded", "advantage")

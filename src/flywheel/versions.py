@@ -235,7 +235,7 @@ def manifest(cfg: Config, entry: dict, image_digest: str | None = None) -> dict:
     import os
 
     hashes = {}
-    for step in ("generate", "verify", "curate", "eval"):
+    for step in ("generate", "verify", "curate", "train", "eval"):  # train: recipe grpo's rollouts
         for role, h in ((entry.get(step) or {}).get("gate") or {}).get("hashes", {}).items():
             hashes[f"{step}.{role}"] = h
     verifier = cfg.verify.verifier

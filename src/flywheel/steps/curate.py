@@ -36,6 +36,10 @@ def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: s
                    dropped_path: str | Path, cfg: Config, iteration: int,
                    previous_path: str | Path | None = None, eval_path: str | Path | None = None) -> dict:
     """`eval_path` (the held-out problems) lets the gate check the curated rows for contamination."""
+    if cfg.train.recipe == "grpo":  # online RL samples while it trains: curate chooses its prompts
+        from flywheel.steps.grpo_prompts import curate_prompts
+
+        return curate_prompts(verdicts_path, out_path, dropped_path, cfg, iteration, eval_path)
     if cfg.train.recipe in ("dpo", "spin"):  # preference recipes train on pairs, built in their own module
         from flywheel.steps.pairs import curate_pairs
 

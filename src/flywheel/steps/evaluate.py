@@ -15,6 +15,7 @@ from flywheel.config import Config
 from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
 from flywheel.io import read_json, read_table, write_table
+from flywheel.steps.generate import rendered_prompts
 from flywheel.steps.vllm_backend import open_decoder
 from flywheel.steps.data import task_of
 from flywheel.verifiers import task_verifier
@@ -34,11 +35,14 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
 
     e, g = cfg.evaluate, cfg.generate
     problems = read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")
-    decoder = open_decoder(g.backend, model_dir, seed=cfg.seed, load=lambda: load_model(model_dir))
+    decoder = open_decoder(g.backend, model_dir, seed=cfg.seed, load=lambda: load_model(model_dir, cfg.model))
     verify = task_verifier(task_of(cfg))
-    greedy = decoder.decode(problems["prompt"].tolist(), samples=1, temperature=0.0, top_p=1.0,
+    # The model is asked as generate asks it (the chat template when it has one); the verifier reads the
+    # task's prompt and the completion, never the rendered text.
+    texts, special = rendered_prompts(model_dir, problems["prompt"].tolist(), cfg)
+    greedy = decoder.decode(texts, samples=1, temperature=0.0, top_p=1.0,
                             max_new_tokens=g.max_new_tokens, batch_size=e.batch_size, seed=cfg.seed,
-                            desc="evaluate")
+                            desc="evaluate", add_special_tokens=special)
     df = problems.assign(completion=[s[0][0] for s in greedy])
     verdicts = verify(df)
     df = df.assign(correct=[bool(v.correct) for v in verdicts], reason=[v.reason for v in verdicts])
@@ -57,9 +61,10 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
         metrics["seed_max_difficulty"] = seed_max
         metrics["accuracy_beyond_seed"] = float(harder.mean()) if len(harder) else None
     if e.pass_k:
-        sampled = decoder.decode(problems["prompt"].tolist(), samples=e.pass_k,
+        sampled = decoder.decode(texts, samples=e.pass_k,
                                  temperature=e.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
-                                 batch_size=e.batch_size, seed=cfg.seed + 7919, desc=f"evaluate pass@{e.pass_k}")
+                                 batch_size=e.batch_size, seed=cfg.seed + 7919, desc=f"evaluate pass@{e.pass_k}",
+                                 add_special_tokens=special)
         k_rows = problems.loc[problems.index.repeat(e.pass_k)].assign(
             completion=[text for s in sampled for text, _, _ in s])
         ok = [bool(v.correct) for v in verify(k_rows)]

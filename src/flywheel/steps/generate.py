@@ -22,11 +22,23 @@ from flywheel.io import read_json, read_table, write_table
 from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS
 
 
+def stop_token_ids(model, tok) -> list[int]:
+    """The token ids that end a completion: the model's `generation_config.eos_token_id` (an int or a
+    list: Llama 3 instruct models stop on <|eot_id|> and <|end_of_text|>) and the tokenizer's EOS."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids = eos if isinstance(eos, list) else [eos]
+    return sorted({int(i) for i in [*ids, tok.eos_token_id] if i is not None})
+
+
 @torch.inference_mode()
 def decode_batched(model, tok, prompts: list[str], *, samples: int, temperature: float, top_p: float,
                    max_new_tokens: int, batch_size: int, seed: int, desc: str = "generate",
-                   keys: list[str] | None = None):
+                   keys: list[str] | None = None, add_special_tokens: bool = True):
     """Return, for each prompt, `samples` (text, completion_tokens, finished) tuples.
+
+    `prompts` are the texts the model is given, already rendered (`flywheel.chat.render_prompts`);
+    `add_special_tokens=False` for chat-rendered text (the template wrote the BOS). A completion ends at the
+    first stop token (`stop_token_ids`) and is decoded without special tokens.
 
     Sampling is seeded per row by (seed, keys[i], sample index) (flywheel.steps.sampling): a prompt's
     samples do not depend on the batch size or on which other prompts are decoded with it."""
@@ -37,25 +49,41 @@ def decode_batched(model, tok, prompts: list[str], *, samples: int, temperature:
     seqs = [(i, s) for i in order for s in range(samples)]  # K copies of each prompt, next to each other
     out: list[list] = [[None] * samples for _ in prompts]
     greedy = temperature == 0
-    eos = tok.eos_token_id
+    stop = stop_token_ids(model, tok)
     with tqdm(total=len(seqs), desc=desc, unit="seq", mininterval=2.0) as bar:
         for start in range(0, len(seqs), batch_size):
             chunk = seqs[start:start + batch_size]
-            enc = tok([prompts[i] for i, _ in chunk], return_tensors="pt", padding=True).to(model.device)
+            enc = tok([prompts[i] for i, _ in chunk], return_tensors="pt", padding=True,
+                      add_special_tokens=add_special_tokens).to(model.device)
             sampler = None if greedy else seeded_sampling([seq_keys[i * samples + s] for i, s in chunk],
                                                           enc["input_ids"].shape[1], temperature, top_p)
             gen = model.generate(  # greedy; with `sampler`, the argmax of seeded-noised logits is a sample
                 **enc, max_new_tokens=max_new_tokens, do_sample=False, logits_processor=sampler,
-                pad_token_id=tok.pad_token_id, eos_token_id=eos,
+                pad_token_id=tok.pad_token_id, eos_token_id=stop,
             )
             new = gen[:, enc["input_ids"].shape[1]:].tolist()
             for (i, s), ids in zip(chunk, new):
-                finished = eos in ids
-                ids = ids[: ids.index(eos) + 1] if finished else ids
-                text = tok.decode([t for t in ids if t != eos and t != tok.pad_token_id])
-                out[i][s] = (text, len(ids), finished)
+                end = next((j for j, t in enumerate(ids) if t in stop), None)
+                finished = end is not None
+                # The stop token (counted, not text) and the padding after it are cut; skip_special_tokens
+                # drops a template's markers, should the model write one.
+                text = tok.decode(ids[:end] if finished else ids, skip_special_tokens=True)
+                out[i][s] = (text, end + 1 if finished else len(ids), finished)
             bar.update(len(chunk))
     return out
+
+
+def rendered_prompts(model_dir: str | Path, prompts: list[str], cfg: Config) -> tuple[list[str], bool]:
+    """The prompts as the model at `model_dir` is given them (`flywheel.chat.render_prompts`, with the
+    tokenizer alone: no weights), and whether to add the tokenizer's special tokens when encoding them."""
+    from transformers import AutoTokenizer
+
+    from flywheel.chat import add_special_tokens, render_prompts
+    from flywheel.model import resolve_base
+
+    source, kwargs = resolve_base(model_dir)
+    tok = AutoTokenizer.from_pretrained(source, **kwargs)
+    return render_prompts(tok, prompts, cfg.model), add_special_tokens(tok, cfg.model)
 
 
 @step
@@ -75,11 +103,15 @@ def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: 
     plan = read_json(plan_path, "prompt plan")["plan"] if plan_path else {
         "temperature": g.temperature, "samples_per_prompt": g.samples_per_prompt, "reason": "configured"}
     problems = read_table(prompts_path, PROBLEM_COLUMNS, what="prompts").iloc[shard::shards]
+    # The text the model is given: rendered here, before the backend is chosen, so that transformers and
+    # vLLM decode the same text (the chat template, or the raw prompt: flywheel.chat).
+    texts, special = rendered_prompts(model_dir, problems["prompt"].tolist(), cfg)
     # --- decoding backend (generate.backend; flywheel/steps/vllm_backend.py) ---
-    decoder = open_decoder(g.backend, model_dir, seed=cfg.seed + iteration, load=lambda: load_model(model_dir))
+    decoder = open_decoder(g.backend, model_dir, seed=cfg.seed + iteration,
+                           load=lambda: load_model(model_dir, cfg.model))
     backend, backend_why = decoder.backend, decoder.reason
     t0 = time.perf_counter()
-    results = decoder.decode(problems["prompt"].tolist(), keys=problems["prompt_id"].astype(str).tolist(),
+    results = decoder.decode(texts, keys=problems["prompt_id"].astype(str).tolist(), add_special_tokens=special,
                              samples=plan["samples_per_prompt"], temperature=plan["temperature"], top_p=g.top_p,
                              max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, seed=cfg.seed + iteration)
     seconds = time.perf_counter() - t0

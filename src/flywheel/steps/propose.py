@@ -112,6 +112,7 @@ def propose_problems(model_dir: str | Path, prompts_path: str | Path, eval_path:
     prompts (`prompts_path`); keep those it solves sometimes but not always (`out_path`, problem rows for the
     next iteration's prompts step); every other one goes to `dropped_path` with its reason."""
     from flywheel.model import load_model
+    from flywheel.steps.generate import rendered_prompts
     from flywheel.steps.verify import verifier_of
     from flywheel.steps.vllm_backend import open_decoder
 
@@ -121,18 +122,21 @@ def propose_problems(model_dir: str | Path, prompts_path: str | Path, eval_path:
     pool = read_table(prompts_path, PROBLEM_COLUMNS, what="prompts")
     evals = read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")
     seed = cfg.seed + 1000 * iteration + 7  # apart from generate's seed (cfg.seed + iteration)
-    decoder = open_decoder(g.backend, model_dir, seed=seed, load=lambda: load_model(model_dir))
+    decoder = open_decoder(g.backend, model_dir, seed=seed, load=lambda: load_model(model_dir, cfg.model))
     prompts = proposal_prompts(task, pool, p.proposals, p.examples, seed)
-    texts = [s[0][0] for s in decoder.decode(prompts, samples=1, temperature=p.temperature, top_p=g.top_p,
+    # Both decodes ask the model as generate does: through its chat template when it has one.
+    rendered, special = rendered_prompts(model_dir, prompts, cfg)
+    texts = [s[0][0] for s in decoder.decode(rendered, samples=1, temperature=p.temperature, top_p=g.top_p,
                                              max_new_tokens=p.max_new_tokens, batch_size=g.batch_size, seed=seed,
-                                             desc="propose")]
+                                             desc="propose", add_special_tokens=special)]
     candidates, dropped = filter_proposals(task, texts, pool["prompt"].tolist(), evals["prompt"].tolist())
     rates: list[float] = []
     if candidates:
-        answers = decoder.decode([c["prompt"] for c in candidates], samples=p.samples,
-                                 temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
-                                 batch_size=g.batch_size, seed=seed + 1, desc="propose: pass rate",
-                                 keys=[c["prompt_id"] for c in candidates])
+        answers = decoder.decode(rendered_prompts(model_dir, [c["prompt"] for c in candidates], cfg)[0],
+                                 samples=p.samples, temperature=g.temperature, top_p=g.top_p,
+                                 max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, seed=seed + 1,
+                                 desc="propose: pass rate", keys=[c["prompt_id"] for c in candidates],
+                                 add_special_tokens=special)
         samples = pd.DataFrame([{**{k: c[k] for k in PROBLEM_COLUMNS}, "sample_id": s, "completion": text,
                                  "prompt_tokens": 0, "completion_tokens": n, "finished": fin, "model": str(model_dir)}
                                 for c, outs in zip(candidates, answers) for s, (text, n, fin) in enumerate(outs)],

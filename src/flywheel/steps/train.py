@@ -19,11 +19,20 @@ from flywheel.steps import step
 
 
 @step
-def train_model(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, cfg: Config) -> dict:
-    """Fine-tune `model_dir` on the curated rows (or pairs) at `data_path`; write the checkpoint to `out_dir`."""
+def train_model(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, cfg: Config,
+                rollouts_path: str | Path | None = None, eval_path: str | Path | None = None) -> dict:
+    """Fine-tune `model_dir` on the curated rows (or pairs) at `data_path`; write the checkpoint to `out_dir`.
+    Recipe grpo: `data_path` holds prompts, the rollouts go to `rollouts_path` (default: inside `out_dir`),
+    gated against the held-out prompts at `eval_path`."""
     from flywheel.train.runner import columns, train
 
     t = cfg.train
+    if t.recipe == "grpo":
+        from flywheel.train.grpo import train_grpo
+
+        metrics = train_grpo(model_dir, data_path, out_dir, cfg, rollouts_path=rollouts_path, eval_path=eval_path)
+        metrics["init_from"] = str(model_dir)
+        return metrics
     kind = "rows" if t.recipe == "sft" else "preference pairs"
     data = read_table(data_path, columns(t.recipe), what=f"curated {kind} (recipe {t.recipe})")
     if data.empty and t.recipe == "sft":
@@ -35,6 +44,6 @@ def train_model(model_dir: str | Path, data_path: str | Path, out_dir: str | Pat
             shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
         return {"recipe": t.recipe, "skipped": "no preference pairs", "rows": 0, "steps": 0,
                 "init_from": str(model_dir)}
-    metrics = train(model_dir, data_path, out_dir, t)
+    metrics = train(model_dir, data_path, out_dir, t, cfg.model)
     metrics["init_from"] = str(model_dir)
     return metrics

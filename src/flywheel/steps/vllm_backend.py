@@ -91,9 +91,11 @@ def load_vllm(model_dir: str | Path, seed: int, dtype: str = "auto"):
 
 
 def decode_vllm(llm, prompts: list[str], keys: list[str], *, samples: int, temperature: float, top_p: float,
-                max_new_tokens: int, seed: int, sampling_params=None):
+                max_new_tokens: int, seed: int, sampling_params=None, add_special_tokens: bool = True):
     """For each prompt, `samples` (text, completion_tokens, finished) tuples, as `decode_batched` returns,
     and each prompt's length in tokens. `sampling_params`: the SamplingParams class (default vLLM's).
+    `add_special_tokens=False` (chat-rendered text, whose template wrote the BOS): the prompts go as token
+    ids encoded without special tokens, as the transformers backend encodes them; vLLM would add a BOS.
 
     completion_tokens is len(token_ids): for a request that stopped on the end-of-sequence token
     (finish_reason 'stop') vLLM keeps that token in token_ids and leaves it out of the text
@@ -105,6 +107,9 @@ def decode_vllm(llm, prompts: list[str], keys: list[str], *, samples: int, tempe
     from flywheel.steps.sampling import row_keys
 
     row_seeds = row_keys(seed, keys, samples)  # one per (prompt, sample), in the order prompts x samples
+    if not add_special_tokens:
+        tok = llm.get_tokenizer()
+        prompts = [{"prompt_token_ids": tok(p, add_special_tokens=False)["input_ids"]} for p in prompts]
     requests = [p for p in prompts for _ in range(samples)]
     params = [sampling_params(n=1, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=s)
               for s in row_seeds]
@@ -124,18 +129,22 @@ class Decoder:
         self.prompt_tokens: list[int] = []
 
     def decode(self, prompts: list[str], *, samples: int, temperature: float, top_p: float, max_new_tokens: int,
-               batch_size: int, seed: int, desc: str = "generate", keys: list[str] | None = None) -> list[list]:
+               batch_size: int, seed: int, desc: str = "generate", keys: list[str] | None = None,
+               add_special_tokens: bool = True) -> list[list]:
         keys = keys if keys is not None else [str(i) for i in range(len(prompts))]
         if self.backend == "vllm":
             out, self.prompt_tokens = decode_vllm(self.engine, prompts, keys, samples=samples, temperature=temperature,
-                                                  top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+                                                  top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                                                  add_special_tokens=add_special_tokens)
             return out
         from flywheel.steps.generate import decode_batched
 
         model, tok = self.engine
         out = decode_batched(model, tok, prompts, samples=samples, temperature=temperature, top_p=top_p,
-                             max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, desc=desc, keys=keys)
-        self.prompt_tokens = [len(x) for x in tok(prompts)["input_ids"]] if prompts else []
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, desc=desc, keys=keys,
+                             add_special_tokens=add_special_tokens)
+        self.prompt_tokens = ([len(x) for x in tok(prompts, add_special_tokens=add_special_tokens)["input_ids"]]
+                              if prompts else [])
         return out
 
 

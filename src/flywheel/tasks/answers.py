@@ -5,10 +5,15 @@
     answers_match("0.75", "3/4")                                    # True (numeric, within tolerance)
 
 Formats (`answer_format`):
-- `gsm8k`: the text after the last `####` (GSM8K's final line);
+- `gsm8k`: the text after the last `####` (GSM8K's final line), tolerant of what models write there:
+  `##### 12`, `#### $12`, `#### 1,200`, `#### 12.`, `#### 12 apples` (the first number of a line that is
+  not a number as a whole);
 - `boxed`: the contents of the last `\\boxed{...}` (MATH, most chain-of-thought prompts), braces balanced;
 - `last-number`: the last number in the text (`1,234`, `-3.5`, `3/4`);
 - `exact`: the whole text, stripped;
+- `math`: Hugging Face's `math-verify` finds the answer (the last `\\boxed{}`, LaTeX, or a plain
+  expression) and compares it symbolically: `\\frac{1}{2}` = `0.5`, `\\boxed{12\\text{ cm}}` = `12`,
+  `x = 5` = `5`, `\\{1,2\\}` = `\\{2,1\\}`;
 - `auto`: `gsm8k` if the text has `####`, else `boxed` if it has `\\boxed`, else `last-number`, else `exact`.
 """
 
@@ -16,9 +21,10 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from fractions import Fraction
 
-FORMATS = ("auto", "gsm8k", "boxed", "last-number", "exact")
+FORMATS = ("auto", "gsm8k", "boxed", "last-number", "exact", "math")
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 
@@ -43,11 +49,19 @@ def extract_answer(text: str, answer_format: str = "auto") -> str | None:
     fmt = answer_format
     if fmt == "auto":
         fmt = "gsm8k" if "####" in text else "boxed" if ("\\boxed" in text or "\\fbox" in text) else "last-number"
+    if fmt == "math":
+        found = _math_parse(text)
+        return found[-1] if found and isinstance(found[-1], str) else None
     if fmt == "gsm8k":
         if "####" not in text:
             return None
         ans = text.rsplit("####", 1)[1].strip().splitlines()
-        return ans[0].strip().rstrip(".") if ans and ans[0].strip() else None
+        if not ans or not ans[0].strip():
+            return None
+        ans = ans[0].strip().rstrip(".").strip()
+        if to_number(ans) is None and (number := _NUMBER.search(ans)):
+            return number.group(0)  # '12 apples', '**12**', 'x = 12' -> '12'
+        return ans
     if fmt == "boxed":
         return _boxed(text)
     if fmt == "last-number":
@@ -82,10 +96,39 @@ def _norm(s: str) -> str:
     return " ".join(s.strip().rstrip(".").casefold().split())
 
 
-def answers_match(got: str, want: str, rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> bool:
-    """Numbers compare within tolerance, anything else as case- and whitespace-normalised text."""
+def _timeout() -> int | None:
+    # math-verify times out with SIGALRM, which only the main thread may set; elsewhere (a verifier's
+    # worker thread) it must run without one. 5 s: its own default, ~100x the slowest parse seen here.
+    return 5 if threading.current_thread() is threading.main_thread() else None
+
+
+def _math_parse(text: str) -> list:
+    from math_verify import parse
+
+    return parse(text, parsing_timeout=_timeout())
+
+
+def _delimited(answer: str) -> str:
+    """An extracted answer ('\\frac{3}{4}') as LaTeX math-verify recognises as such ('$\\frac{3}{4}$')."""
+    return answer if any(d in answer for d in ("$", "\\boxed", "\\(", "\\[")) else f"${answer}$"
+
+
+def math_match(got: str, want: str) -> bool:
+    """`math-verify`'s verdict on answer `got` against reference `want` (both as extracted strings)."""
+    from math_verify import verify
+
+    gold, pred = _math_parse(_delimited(want)), _math_parse(_delimited(got))
+    return bool(gold and pred and verify(gold, pred, timeout_seconds=_timeout()))
+
+
+def answers_match(got: str, want: str, rel_tol: float = 1e-6, abs_tol: float = 1e-9,
+                  answer_format: str = "auto") -> bool:
+    """Numbers compare within tolerance, anything else as case- and whitespace-normalised text; with
+    `answer_format` 'math', symbolically (math-verify)."""
     if got == want:
         return True
+    if answer_format == "math":
+        return math_match(got, want)
     a, b = to_number(got), to_number(want)
     if a is not None and b is not None:
         return math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)

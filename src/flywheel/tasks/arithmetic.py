@@ -63,6 +63,11 @@ class Arithmetic:
     def format_answer(self, a: int, b: int) -> str:
         return f"{a + b:0{self.width + 1}d}"[::-1]
 
+    @staticmethod
+    def readable(text: str) -> str:
+        """A prompt or answer as a person writes it, for the report: '75000+80000=' -> '57 + 8 =', '560000' -> '65'."""
+        return re.sub(r"\d+", lambda m: str(int(m[0][::-1])), text).replace("+", " + ").replace("=", " =")
+
     def _problem(self, a: int, b: int, d: int) -> dict[str, Any]:
         return {"prompt_id": f"add{d}-{a}-{b}", "prompt": self.format_prompt(a, b),
                 "reference": self.format_answer(a, b), "difficulty": d}

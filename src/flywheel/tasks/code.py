@@ -6,7 +6,9 @@
         path: examples/data/code_problems.jsonl
         sandbox: {wall_s: 5, memory_mb: 512}     # flywheel.sandbox.Limits fields, plus workers
 
-Each row: `prompt` (the model's input), `tests` (a list of Python statements, e.g. `assert f(2) == 7`),
+Each row: `prompt` (the model's input), `tests` (a list of `assert` statements, e.g. `assert f(2) == 7`,
+each checked when the file is read to be one the verifier can grade without trusting the program: see
+flywheel.verifiers.unit_tests),
 optionally `prefix` (code the completion continues, e.g. a signature; the program is `prefix +
 completion`), `solution` (a correct completion, for the labelled seed set) and `difficulty` (int).
 A sample is verified by running its program against every test in the sandbox (`flywheel.sandbox`, via
@@ -23,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from flywheel.tasks import Verdict
-from flywheel.tasks.files import DataError, ProblemPool, field, load_problems
+from flywheel.tasks.files import MAX_ROW_BYTES, DataError, ProblemPool, field, load_problems
 
 
 class Code:
@@ -32,7 +34,7 @@ class Code:
                  difficulty_field: str | None = "difficulty", id_field: str | None = None,
                  eval_fraction: float = 0.2, seed_size: int = 200, seed_max_difficulty: int | None = None,
                  sandbox: dict[str, Any] | None = None,
-                 repo: str = "", rev: str = ""):
+                 repo: str = "", rev: str = "", max_row_bytes: int = MAX_ROW_BYTES):
         """
         path: a .jsonl or .parquet file of problems (relative to the working directory).
         prompt_field / tests_field: the model's input and the list of test statements.
@@ -42,6 +44,7 @@ class Code:
         eval_fraction / seed_size / seed_max_difficulty: as in the jsonl task.
         sandbox: keyword arguments of the unit-tests verifier (workers, isolate_tests, Limits fields).
         repo / rev: read `path` from a DVC repository, as in the jsonl task.
+        max_row_bytes: longest row accepted (bytes); a longer one is an error naming its line.
         """
         from flywheel.verifiers.unit_tests import UnitTests
 
@@ -52,7 +55,7 @@ class Code:
             self.tests = UnitTests(**(sandbox or {}))
         except TypeError as err:
             raise ValueError(f"task.params.sandbox: {err}") from None
-        rows, self.inputs = load_problems(path, self._problem, repo, rev)
+        rows, self.inputs = load_problems(path, self._problem, repo, rev, max_row_bytes)
         self.pool = ProblemPool(rows, eval_fraction, seed_size, seed_max_difficulty)
 
     def _optional(self, loc: str, rec: dict, name: str | None, param: str, kind, default):
@@ -64,12 +67,13 @@ class Code:
         if not tests or not all(isinstance(t, str) and t.strip() for t in tests):
             raise DataError(f"{loc}: field {self.tests_field!r} must be a non-empty list of Python statements "
                             f"(strings), got {str(tests)[:80]!r}")
+        from flywheel.verifiers.unit_tests import plan_test
+
         for i, t in enumerate(tests):
-            try:
-                compile(t, f"test {i}", "exec")
-            except SyntaxError as err:
-                raise DataError(f"{loc}: field {self.tests_field!r}, test {i}: not valid Python ({err.msg}): "
-                                f"{t[:80]!r}") from None
+            try:  # the split the verifier grades by (probes in the sandbox, the check here): fail now if none
+                plan_test(t)
+            except ValueError as err:
+                raise DataError(f"{loc}: field {self.tests_field!r}, test {i} {t[:60]!r}: {err}") from None
         prefix = self._optional(loc, rec, self.prefix_field, "prefix_field", str, "")
         solution = self._optional(loc, rec, self.solution_field, "solution_field", str, "")
         difficulty = self._optional(loc, rec, self.difficulty_field, "difficulty_field", int, 1)

@@ -59,24 +59,46 @@ def _fetch_dvc(path: str, repo: str, rev: str) -> tuple[Path, dict[str, Any]]:
     return local, record
 
 
-def read_records(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any] | DataError]]:
+# A problem row is 0.1-5 KB in GSM8K, MBPP or HumanEval; 256 KiB leaves 50x headroom and keeps one bad row
+# (a 5 MB one made the generate step grow to 23.5 GB) from reaching the steps at all.
+MAX_ROW_BYTES = 256 * 1024
+
+
+def read_records(path: str | Path, max_row_bytes: int = MAX_ROW_BYTES
+                 ) -> Iterator[tuple[str, int, dict[str, Any] | DataError]]:
     """(location, number, record) for every row of a local .jsonl or .parquet file; location is 'FILE:LINE'
-    or 'FILE row N', number the line (JSONL, from 1) or row (Parquet, from 0). A line that is not a JSON
-    object comes as a `DataError` in place of the record."""
+    or 'FILE row N', number the line (JSONL, from 1) or row (Parquet, from 0). A row that cannot be used
+    (not UTF-8, not a JSON object, over `max_row_bytes`) comes as a `DataError` in place of the record. The
+    file is read a line (a Parquet batch) at a time, and a long line is skipped without being held whole."""
     p = Path(path)
     if p.suffix == ".parquet":
-        import pandas as pd
-
-        try:
-            df = pd.read_parquet(p)
-        except Exception as err:  # pyarrow raises several types for a file that is not Parquet
-            raise DataError(f"{p}: cannot read as Parquet ({type(err).__name__}: {err})") from None
-        for i, rec in enumerate(df.to_dict("records")):
-            # numpy scalars and arrays (list columns) -> Python values, as JSON would give
-            yield f"{p} row {i}", i, {k: v.tolist() if hasattr(v, "tolist") else v for k, v in rec.items()}
+        yield from _parquet_records(p, max_row_bytes)
         return
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(p, "rb") as f:
+        n = 0
+        while True:
+            raw = f.readline(max_row_bytes + 2)  # + "\r\n"
+            if not raw:
+                return
+            n += 1
+            if len(raw.rstrip(b"\r\n")) > max_row_bytes:
+                size = len(raw.rstrip(b"\r\n"))
+                while not raw.endswith(b"\n"):  # the rest of the line, counted and dropped
+                    raw = f.readline(1 << 20)
+                    if not raw:
+                        break
+                    size += len(raw.rstrip(b"\r\n"))
+                yield f"{p}:{n}", n, DataError(
+                    f"{p}:{n}: row of {size:,} bytes is over the per-row cap of {max_row_bytes:,} bytes; "
+                    "shorten or drop it (the code task's max_row_bytes parameter raises the cap)")
+                continue
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                yield f"{p}:{n}", n, DataError(
+                    f"{p}:{n}: not UTF-8 (byte 0x{raw[err.start]:02x} at byte {err.start + 1} of the line); "
+                    f"save the file as UTF-8, e.g. iconv -f LATIN1 -t UTF-8 {p.name} > fixed{p.suffix}")
+                continue
             if not line.strip():
                 continue
             try:
@@ -85,9 +107,32 @@ def read_records(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any] | 
                 # yielded, not raised, so that the caller can go on and count the other bad rows
                 rec = DataError(f"{p}:{n}: not valid JSON ({err.msg} at column {err.colno}); "
                                 "each line must be one JSON object")
+            except RecursionError:
+                rec = DataError(f"{p}:{n}: JSON nested too deeply to read; each line must be one flat JSON object")
             if not isinstance(rec, (dict, DataError)):
                 rec = DataError(f"{p}:{n}: expected a JSON object, got {type(rec).__name__}")
             yield f"{p}:{n}", n, rec
+
+
+def _parquet_records(p: Path, max_row_bytes: int) -> Iterator[tuple[str, int, dict[str, Any] | DataError]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(p)
+        batches = pf.iter_batches(batch_size=1024)
+        i = 0
+        for batch in batches:
+            for rec in batch.to_pylist():  # Python values, as JSON would give (list columns: lists)
+                size = len(json.dumps(rec, default=str))
+                if size > max_row_bytes:
+                    yield f"{p} row {i}", i, DataError(
+                        f"{p} row {i}: row of about {size:,} bytes is over the per-row cap of {max_row_bytes:,} "
+                        "bytes; shorten or drop it (the code task's max_row_bytes parameter raises the cap)")
+                else:
+                    yield f"{p} row {i}", i, rec
+                i += 1
+    except (OSError, ValueError) as err:  # pyarrow raises ArrowInvalid (a ValueError) or OSError for non-Parquet
+        raise DataError(f"{p}: cannot read as Parquet ({type(err).__name__}: {err})") from None
 
 
 def field(loc: str, rec: dict, name: str, param: str, kind: type | tuple = str) -> Any:
@@ -103,13 +148,16 @@ def field(loc: str, rec: dict, name: str, param: str, kind: type | tuple = str) 
 
 
 def load_problems(path: str, make: Callable[[str, int, dict], dict[str, Any]], repo: str = "",
-                  rev: str = "") -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+                  rev: str = "", max_row_bytes: int = MAX_ROW_BYTES) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Apply `make(location, number, record) -> problem row` to every row; stop at the first bad one, saying how many
-    others are bad too, so that one fix-and-rerun cycle sees the whole problem. Returns the rows and, for a
-    file read from a DVC repository, the record of what was read (`resolve`)."""
+    others are bad too, so that one fix-and-rerun cycle sees the whole problem. Problem ids (`prompt_id`)
+    must be unique: duplicates are an error naming the file and the ids. Returns the rows and, for a file
+    read from a DVC repository, the record of what was read (`resolve`)."""
     local, record = resolve(path, repo, rev)
     rows, errors = [], []
-    for loc, n, rec in read_records(local):
+    first_at: dict[str, str] = {}
+    duplicates: dict[str, list[str]] = {}
+    for loc, n, rec in read_records(local, max_row_bytes):
         if record:  # name the file as the user did, not the local copy
             shown = f"{record['repo']}@{record['rev']}:{path}"
             loc = loc.replace(str(local), shown, 1)
@@ -118,12 +166,26 @@ def load_problems(path: str, make: Callable[[str, int, dict], dict[str, Any]], r
         try:
             if isinstance(rec, DataError):
                 raise rec
-            rows.append(make(loc, n, rec))
+            row = make(loc, n, rec)
         except DataError as err:
             errors.append(str(err))
+            continue
+        pid = str(row.get("prompt_id"))
+        where = loc.rsplit(":", 1)[-1] if ":" in loc else loc.rsplit(" ", 1)[-1]
+        if pid in first_at:
+            duplicates.setdefault(pid, [first_at[pid]]).append(where)
+        else:
+            first_at[pid] = where
+        rows.append(row)
     if errors:
         more = f" (and {len(errors) - 1} more bad rows)" if len(errors) > 1 else ""
         raise DataError(errors[0] + more)
+    if duplicates:
+        unit = "lines" if not str(local).endswith(".parquet") else "rows"
+        shown = "; ".join(f"{pid} ({unit} {', '.join(w)})" for pid, w in list(duplicates.items())[:5])
+        more = f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""
+        raise DataError(f"{path}: {len(duplicates)} duplicate problem id(s): {shown}{more}; ids must be unique "
+                        "(drop or renumber the duplicates, or set task.params.id_field to a unique field)")
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows, record
@@ -143,14 +205,21 @@ class ProblemPool:
     """
 
     def __init__(self, rows: list[dict[str, Any]], eval_fraction: float, seed_size: int,
-                 seed_max_difficulty: int | None = None):
+                 seed_max_difficulty: int | None = None, held_out: list[dict[str, Any]] | None = None):
+        """`held_out`: the held-out rows themselves (a separate test file); then every row of `rows` whose
+        prompt is not a held-out prompt is a training row."""
         if not 0 < eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
         self.rows, self.eval_fraction, self.seed_size = rows, eval_fraction, seed_size
         self.seed_max_difficulty = seed_max_difficulty
-        cut = int(eval_fraction * 2**32)
-        self.held_out = [r for r in rows if _hash(r["prompt"]) < cut]
-        self.train = [r for r in rows if _hash(r["prompt"]) >= cut]
+        if held_out is not None:
+            self.held_out = held_out
+            prompts = {r["prompt"] for r in held_out}
+            self.train = [r for r in rows if r["prompt"] not in prompts]
+        else:
+            cut = int(eval_fraction * 2**32)
+            self.held_out = [r for r in rows if _hash(r["prompt"]) < cut]
+            self.train = [r for r in rows if _hash(r["prompt"]) >= cut]
         if not self.held_out or not self.train:
             raise DataError(f"{len(rows)} rows split into {len(self.held_out)} held-out and {len(self.train)} "
                             f"training rows (eval_fraction {eval_fraction}); the data file needs more rows")

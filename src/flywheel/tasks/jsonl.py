@@ -6,7 +6,7 @@
         path: examples/data/word_problems.jsonl   # one JSON object per line (or a .parquet file)
         prompt_field: question
         answer_field: answer                       # e.g. GSM8K's "...\\n#### 72"
-        answer_format: auto                        # gsm8k | boxed | last-number | exact | auto
+        answer_format: auto                        # gsm8k | boxed | last-number | exact | math | auto
 
 Each row becomes a problem: `prompt` = `prompt_template` filled with the row's fields, `reference` = the
 final answer extracted from `answer_field`, `difficulty` = `difficulty_field` (or 1). The labelled seed set
@@ -31,7 +31,7 @@ class Jsonl:
                  difficulty_field: str | None = None, id_field: str | None = None,
                  prompt_template: str = "{prompt}", eval_fraction: float = 0.2, seed_size: int = 200,
                  seed_max_difficulty: int | None = None, rel_tol: float = 1e-6, abs_tol: float = 1e-9,
-                 repo: str = "", rev: str = ""):
+                 repo: str = "", rev: str = "", eval_path: str = ""):
         """
         path: a .jsonl (one JSON object per line) or .parquet file; relative to the working directory.
         prompt_field / answer_field: the fields that hold the question and its answer.
@@ -46,6 +46,10 @@ class Jsonl:
         rel_tol / abs_tol: numeric tolerance of the comparison.
         repo / rev: read `path` from this DVC (or Git) repository at this revision with dvc.api (a Git URL or
             a local repository; '' = a local file). The commit and content hash used land in summary.json.
+        eval_path: the held-out rows from this file (same fields, ids distinct from `path`'s) instead of a
+            hash split of `path` (then `eval_fraction` is unused): a separate test set, such as GSM8K's
+            test.jsonl, or problems worded differently from the training ones. A training row whose prompt
+            is also a held-out prompt is dropped from training.
         """
         if answer_format not in FORMATS:
             raise ValueError(f"answer_format {answer_format!r}: expected one of {', '.join(FORMATS)}")
@@ -54,7 +58,8 @@ class Jsonl:
         self.completion_field, self.difficulty_field, self.id_field = completion_field, difficulty_field, id_field
         self.prompt_template = prompt_template
         rows, self.inputs = load_problems(path, self._problem, repo, rev)
-        self.pool = ProblemPool(rows, eval_fraction, seed_size, seed_max_difficulty)
+        held_out = load_problems(eval_path, self._problem)[0] if eval_path else None
+        self.pool = ProblemPool(rows, eval_fraction, seed_size, seed_max_difficulty, held_out=held_out)
 
     def _problem(self, loc: str, n: int, rec: dict[str, Any]) -> dict[str, Any]:
         question = field(loc, rec, self.prompt_field, "prompt_field")
@@ -90,6 +95,6 @@ class Jsonl:
         got, want = extract_answer(completion, self.answer_format), problem["reference"]
         if got is None:
             return Verdict(False, 0.0, f"no answer: no {self.answer_format} answer in {completion[-40:]!r}")
-        if answers_match(got, want, self.rel_tol, self.abs_tol):
+        if answers_match(got, want, self.rel_tol, self.abs_tol, self.answer_format):
             return Verdict(True, 1.0, "correct")
         return Verdict(False, 0.0, f"wrong: expected {want}, got {got}")

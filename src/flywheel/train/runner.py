@@ -16,7 +16,9 @@ interrupted step (a killed pod, a KFP retry, the same CLI command again) finds t
 there and resumes from it, if the inputs are the same (a fingerprint of the data, the starting model's path,
 the train config and the world size; otherwise the folder is cleared). The folder is removed on success.
 
-The output is always a Hugging Face folder (ZeRO-3 shards gathered on save), written atomically.
+The output is always a Hugging Face folder (ZeRO-3 shards gathered on save), written atomically, in the
+starting model's dtype. With LoRA (`train.lora.r` > 0) it is the starting model with the trained adapter
+merged in, and the adapter itself in its `adapter/` subfolder (`flywheel.train.lora`).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flywheel.config import TrainConfig
+from flywheel.config import ModelConfig, TrainConfig
 from flywheel.io import atomic_dir, read_json, read_table, write_json
-from flywheel.schema import PREFERENCE_COLUMNS, TRAIN_COLUMNS
+from flywheel.locks import claim_scratch
+from flywheel.schema import GRPO_PROMPT_COLUMNS, PREFERENCE_COLUMNS, TRAIN_COLUMNS
 from flywheel.train.distributed import (barrier, batch_split, check_devices, deepspeed_config, gpu_available, init_process,
                                         launched_world, launcher_command, master_port, remove_shm_buffers,
                                         resolve_precision, uses_launcher, world_size)
@@ -44,6 +47,8 @@ MODULE = "flywheel.train.runner"
 
 
 def columns(recipe: str) -> tuple[str, ...]:
+    if recipe == "grpo":
+        return GRPO_PROMPT_COLUMNS  # online RL trains on prompts; its samples are drawn while training
     return TRAIN_COLUMNS if recipe == "sft" else PREFERENCE_COLUMNS
 
 
@@ -53,12 +58,14 @@ def checkpoint_dir(out_dir: str | Path, t: TrainConfig) -> Path:
     return root / hashlib.sha256(str(Path(out_dir).resolve()).encode()).hexdigest()[:16]
 
 
-def fingerprint(model_dir: str | Path, data_path: str | Path, t: TrainConfig, ranks: int = 1) -> str:
+def fingerprint(model_dir: str | Path, data_path: str | Path, t: TrainConfig, model_cfg: ModelConfig,
+                ranks: int = 1) -> str:
     """What a checkpoint must have been trained from to be resumed."""
     h = hashlib.sha256()
     h.update(str(model_dir).encode())
     h.update(Path(data_path).read_bytes())
     h.update(t.model_dump_json(exclude={"launch", "checkpoint_dir", "save_steps"}).encode())
+    h.update(model_cfg.model_dump_json(include={"chat", "system_prompt"}).encode())  # what the rows render to
     h.update(str(ranks).encode())  # ZeRO shards are per rank
     return h.hexdigest()
 
@@ -94,21 +101,34 @@ def prepare_checkpoints(folder: Path, print_: str, leader: bool = True, wait_s: 
     return None
 
 
-def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: TrainConfig) -> dict:
-    """Train `model_dir` on the rows/pairs at `data_path` per `t`; write the model to `out_dir`; return metrics."""
+def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: TrainConfig,
+          model_cfg: ModelConfig | None = None, extra: dict[str, Any] | None = None) -> dict:
+    """Train `model_dir` on the rows/pairs at `data_path` per `t`; write the model to `out_dir`; return metrics.
+
+    `model_cfg` (the config's `model` section) says how prompts are rendered (`model.chat`, `system_prompt`);
+    None = the defaults (the chat template when the tokenizer has one). `extra`: more entries of the ranks'
+    spec (recipe grpo: the whole config, where the rollouts go)."""
+    from flywheel.train.lora import check_target_modules
+
+    model_cfg = model_cfg or ModelConfig()
     world, ranks = launched_world(), world_size(t)  # world: this process is already one rank (torchrun, TrainJob)
     leader = world is None or world[0] == 0
     batch_split(t, ranks)  # a bad split fails here, not in N ranks
     check_devices(t)
     ds = deepspeed_config(t.deepspeed)  # read here, once: the ranks get the dict, not a path to resolve
+    check_target_modules(str(model_dir), t.lora)  # here, not after the model loaded in N ranks
     folder = checkpoint_dir(out_dir, t)
-    resume = prepare_checkpoints(folder, fingerprint(model_dir, data_path, t, ranks), leader)
+    # held while this step trains; removes the folders of killed steps. In a launched world only rank 0
+    # holds it (the lock is exclusive: a second rank would wait for the first, which waits for it).
+    scratch = claim_scratch(folder) if leader else None
+    resume = prepare_checkpoints(folder, fingerprint(model_dir, data_path, t, model_cfg, ranks), leader)
     local = Path(model_dir).exists()  # else a hub id
     spec = {"model_dir": str(Path(model_dir).resolve()) if local else str(model_dir),
             "data_path": str(Path(data_path).resolve()),
-            "out_dir": str(Path(out_dir).resolve()), "train": t.model_dump(), "checkpoint_dir": str(folder),
+            "out_dir": str(Path(out_dir).resolve()), "train": t.model_dump(), "model": model_cfg.model_dump(),
+            "checkpoint_dir": str(folder),
             "resume_from": str(resume) if resume else None, "metrics_path": str(folder / "metrics.json"),
-            "deepspeed": ds}
+            "deepspeed": ds, **(extra or {})}
     if resume and leader:
         print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
     if uses_launcher(t):
@@ -133,6 +153,7 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
             barrier()
     if leader:  # the other ranks are done with the folder: their last collective was the save
         shutil.rmtree(folder, ignore_errors=True)
+        scratch.release(unlink=True)
     return metrics
 
 
@@ -180,42 +201,67 @@ def training_arguments(t: TrainConfig, out: str, max_length: int, world_size: in
 
 def run(spec: dict[str, Any]) -> dict:
     """The body of one rank (or of the only process): build the trainer, train, save; metrics on rank 0."""
+    import torch
     from transformers import AutoConfig
 
-    from flywheel.train import preference, sft
+    from flywheel.train import grpo, preference, sft
 
     t = TrainConfig.model_validate(spec["train"])
+    model_cfg = ModelConfig.model_validate(spec["model"])
     ds = spec["deepspeed"]
     accelerator_config = init_process(ds is not None)
     world_size, on_gpu = int(os.environ.get("WORLD_SIZE", "1")), gpu_available()
     rows = read_table(spec["data_path"], columns(t.recipe), what=f"curated training data of recipe {t.recipe}")
     t = t.model_copy(update={"max_steps": steps_for(t, len(rows))})
-    max_length = AutoConfig.from_pretrained(spec["model_dir"]).max_position_embeddings
-    args = training_arguments(t, spec["checkpoint_dir"], max_length, world_size, ds, accelerator_config, on_gpu)
+    base = AutoConfig.from_pretrained(spec["model_dir"])
+    args = training_arguments(t, spec["checkpoint_dir"], base.max_position_embeddings, world_size, ds,
+                              accelerator_config, on_gpu)
     if t.recipe == "sft":
-        trainer = sft.make_trainer(spec["model_dir"], rows, args)
+        trainer = sft.make_trainer(spec["model_dir"], rows, args, t, model_cfg)
+    elif t.recipe == "grpo":
+        trainer = grpo.make_trainer(spec, rows, args, t)
     else:
-        trainer = preference.make_trainer(spec["model_dir"], rows, args, t)
+        trainer = preference.make_trainer(spec["model_dir"], rows, args, t, model_cfg)
     trainer.add_callback(_final_step_callback())
 
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=spec["resume_from"])
     seconds = time.perf_counter() - t0
     trainer.processing_class.padding_side = "left"  # the saved tokenizer is for generation
-    if ds is None:
-        with atomic_dir(spec["out_dir"]) as tmp:
-            trainer.model.save_pretrained(tmp)
-            trainer.processing_class.save_pretrained(tmp)
-    elif trainer.args.should_save:
-        with atomic_dir(spec["out_dir"]) as tmp:
-            trainer.save_model(str(tmp))  # collective: ZeRO-3 gathers the shards into one state dict here
-    else:
-        trainer.save_model(spec["checkpoint_dir"])  # joins the gather; only rank 0 writes
+    save(trainer, spec, base.dtype or torch.float32, lora=bool(t.lora.r), deepspeed=ds is not None)
 
     metrics = _metrics(trainer, result, seconds, t, rows, spec, world_size, ds)
+    if t.recipe == "grpo":
+        metrics.update(grpo.finish(trainer, spec))  # rank 0: the rollouts table, loop health per step
     if trainer.args.should_save and spec.get("metrics_path"):
         write_json(metrics, spec["metrics_path"])
     return metrics
+
+
+def save(trainer, spec: dict, dtype, lora: bool, deepspeed: bool) -> None:
+    """Write the trained model to `spec["out_dir"]` (rank 0), in the starting model's `dtype`.
+
+    Full fine-tuning saves the trained weights; under DeepSpeed `save_model` is collective (ZeRO-3 gathers
+    the shards into one state dict), so every rank calls it and only rank 0 writes. With LoRA the adapter is
+    saved (collectively too), then rank 0 merges it into a fresh copy of the starting model: one path for
+    one process and for N ranks, and the weights saved are the starting model's plus the adapter's delta,
+    whatever precision training ran in.
+    """
+    from flywheel.train.lora import merge_adapter
+
+    if not trainer.args.should_save:
+        trainer.save_model(spec["checkpoint_dir"])  # joins the gather; only rank 0 writes
+        return
+    with atomic_dir(spec["out_dir"]) as tmp:
+        if lora:
+            adapter = Path(spec["checkpoint_dir"]) / "final-adapter"
+            trainer.save_model(str(adapter))
+            merge_adapter(spec["model_dir"], adapter, tmp, dtype)
+        elif deepspeed:
+            trainer.save_model(str(tmp))
+        else:
+            trainer.model.to(dtype).save_pretrained(tmp)
+        trainer.processing_class.save_pretrained(tmp)
 
 
 def _metrics(trainer, result, seconds: float, t: TrainConfig, rows, spec: dict, world_size: int,
@@ -234,10 +280,27 @@ def _metrics(trainer, result, seconds: float, t: TrainConfig, rows, spec: dict, 
         "zero_stage": ds["zero_optimization"].get("stage", 0) if ds else None,
         "resumed_from_step": int(Path(spec["resume_from"]).name.rpartition("-")[2]) if spec["resume_from"] else None,
     }
-    if t.recipe != "sft" and logs:
+    if t.recipe in ("dpo", "spin") and logs:
         m.update({"reward_margin_first": logs[0].get("rewards/margins"), "reward_margin": logs[-1].get("rewards/margins"),
                   "reward_accuracy": logs[-1].get("rewards/accuracies")})
+    if t.lora.r:
+        m["lora"] = {"r": t.lora.r, "trainable_parameters": sum(p.numel() for p in trainer.model.parameters()
+                                                                if p.requires_grad)}
+    m["log_history"] = log_history(trainer.state.log_history)
     return m
+
+
+LOGGED = ("loss", "grad_norm", "learning_rate", "rewards/margins", "rewards/accuracies", "rewards/chosen",
+          "rewards/rejected",
+          # recipe grpo (TRL's names): reward mean/std, groups without reward variance, answer length, KL
+          "reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "kl", "entropy")
+
+
+def log_history(history: list[dict]) -> list[dict]:
+    """The Trainer's training logs, compact: one entry per logging step (`logging_steps` = max_steps / 20, so
+    at most ~21) with the step and the keys of `LOGGED` it has, rounded to 4 significant digits."""
+    return [{"step": h["step"], **{k: float(f"{h[k]:.4g}") for k in LOGGED if k in h}}
+            for h in history if "loss" in h]
 
 
 def main(argv: list[str] | None = None) -> int:
