@@ -97,5 +97,8 @@ def build_pipeline(cfg: Config):
 def compile_pipeline(cfg: Config, path: str) -> str:
     from kfp import compiler
 
+    from flywheel.cluster.trainjob import check_placement
+
+    check_placement(cfg)  # GPUs for what the config asks (vLLM, processes per node), before anything is sent
     compiler.Compiler().compile(build_pipeline(cfg), path)
     return path

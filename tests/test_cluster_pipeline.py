@@ -33,6 +33,7 @@ COMPONENT_STEP = {"prepare-data": "prepare_data", "init-model": "init_model", "s
 def _compile(tmp_path, monkeypatch, **cluster):
     monkeypatch.setenv("HF_TOKEN", SECRET_VALUE)  # in the compiling user's env: must not reach the IR
     cfg = parse_config({"iterations": 2, "pipeline": {"image": "registry.example/flywheel-python:2.0"},
+                        "train": {"launch": {"processes_per_node": 4}},  # one process per GPU of the train pod
                         "cluster": {**CLUSTER, **cluster}})
     path = compile_pipeline(cfg, str(tmp_path / "p.yaml"))
     text = open(path).read()

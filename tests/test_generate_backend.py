@@ -15,7 +15,7 @@ import pytest
 from flywheel.cli import main
 from flywheel.io import read_table, write_table
 from flywheel.schema import SAMPLE_COLUMNS
-from flywheel.steps import generate as generate_module
+from flywheel.steps import vllm_backend
 from flywheel.steps.generate import generate_samples
 from flywheel.steps.vllm_backend import decode_vllm, select_backend
 from flywheel.tasks.arithmetic import Arithmetic
@@ -73,6 +73,15 @@ class FakeLLM:
         return outs
 
 
+def _fake_vllm(monkeypatch, fake):
+    """Route every decoding step's `open_decoder` to the fake `LLM` (what a GPU with vLLM would select)."""
+    monkeypatch.setattr(vllm_backend, "select_backend", lambda requested, model_dir: ("vllm", "test"))
+    monkeypatch.setattr(vllm_backend, "load_vllm", lambda model_dir, seed: fake)
+    real = vllm_backend.decode_vllm
+    monkeypatch.setattr(vllm_backend, "decode_vllm", lambda llm, prompts, keys, **kw: real(
+        llm, prompts, keys, sampling_params=lambda **p: SimpleNamespace(**p), **kw))
+
+
 def test_vllm_rows_have_the_transformers_schema(prepared, tmp_path, monkeypatch):
     """Checks OUR mapping of vLLM outputs to sample rows only (columns, dtypes, prompt and sample ids, token
     counts, per-row seeds), with a fake `LLM`; it says nothing about vLLM itself, which never runs here."""
@@ -84,10 +93,7 @@ def test_vllm_rows_have_the_transformers_schema(prepared, tmp_path, monkeypatch)
     from transformers import AutoTokenizer
 
     fake = FakeLLM(AutoTokenizer.from_pretrained(prepared["model"]))
-    monkeypatch.setattr(generate_module, "select_backend", lambda requested, model_dir: ("vllm", "test"))
-    monkeypatch.setattr(generate_module, "load_vllm", lambda model_dir, seed: fake)
-    monkeypatch.setattr(generate_module, "decode_vllm", lambda llm, prompts, keys, **kw: decode_vllm(
-        llm, prompts, keys, sampling_params=lambda **p: SimpleNamespace(**p), **kw))
+    _fake_vllm(monkeypatch, fake)
     m = generate_samples(prepared["model"], tmp_path / "prompts.parquet", tmp_path / "vllm.parquet", cfg, iteration=1)
 
     hf, vl = read_table(tmp_path / "hf.parquet", SAMPLE_COLUMNS), read_table(tmp_path / "vllm.parquet", SAMPLE_COLUMNS)
@@ -121,3 +127,23 @@ def test_vllm_requests_are_seeded_per_row_so_shards_get_the_same_rows(prepared):
     assert shard == whole[1::2]
     seeds = [p.seed for p in fake.calls[0]]
     assert [p.seed for p in fake.calls[1]] == [s for i in range(1, 6, 2) for s in seeds[3 * i:3 * i + 3]]
+
+
+def test_evaluate_decodes_through_the_backend_generate_selects(prepared, tmp_path, monkeypatch):
+    """evaluate (greedy) sends its prompts to the engine generate.backend selects (as propose does), and says which
+    in their metrics; with the fake `LLM` (our wiring only) and, for real, with transformers."""
+    from transformers import AutoTokenizer
+
+    from flywheel.steps.evaluate import evaluate_model
+
+    cfg = tiny_config(gates={"enabled": False})
+    hf = evaluate_model(prepared["model"], prepared["eval"], tmp_path / "hf.parquet", cfg, iteration=0)
+    assert hf["backend"] == "transformers" and hf["items"] > 0
+    fake = FakeLLM(AutoTokenizer.from_pretrained(prepared["model"]))
+    _fake_vllm(monkeypatch, fake)
+    m = evaluate_model(prepared["model"], prepared["eval"], tmp_path / "vllm.parquet", cfg, iteration=0)
+    (params,) = fake.calls
+    assert m["backend"] == "vllm" and len(params) == m["items"] == hf["items"]
+    assert all(p.temperature == 0.0 for p in params)  # evaluate is greedy on either engine
+    texts = read_table(tmp_path / "vllm.parquet", ("completion",))["completion"]
+    assert set(texts) <= {str(d) for d in range(10)} | {"9" * cfg.generate.max_new_tokens}  # the fake's answers

@@ -67,6 +67,50 @@ def test_constraints_pin_every_runtime_dependency_within_its_range():
         assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is not in {req.specifier}"
 
 
+def _pins(name: str) -> dict[str, str]:
+    out = {}
+    for line in (ROOT / "infra" / "docker" / name).read_text().splitlines():
+        if line and not line.startswith("#"):
+            pkg, _, version = line.partition("==")
+            out[re.sub(r"[-_.]+", "-", pkg.lower())] = version
+    return out
+
+
+def test_the_cuda_images_versions_are_the_cpu_images_plus_the_vllm_extra():
+    """One set of versions: the CUDA image (constraints-cuda.txt, `.[vllm]` resolved for Linux x86_64) pins
+    every package the CPU image also has at the same version, every core dependency and the extra in range."""
+    cpu, cuda = _pins("constraints.txt"), _pins("constraints-cuda.txt")
+    differ = {n: (cpu[n], cuda[n]) for n in set(cpu) & set(cuda) if cpu[n] != cuda[n]}
+    assert not differ, f"the images disagree on {differ}"
+    for dep in PYPROJECT["project"]["dependencies"] + PYPROJECT["project"]["optional-dependencies"]["vllm"]:
+        req = Requirement(dep)
+        name = re.sub(r"[-_.]+", "-", req.name.lower())
+        assert name in cuda and req.specifier.contains(cuda[name], prereleases=True), f"{dep}: {cuda.get(name)}"
+    assert "vllm==" + cuda["vllm"] in " ".join(PYPROJECT["project"]["optional-dependencies"]["vllm"])
+    assert "constraints-cuda.txt" in (ROOT / "infra" / "docker" / "Dockerfile.cuda").read_text()
+
+
+def test_the_vllm_extra_resolves_against_the_registry(tmp_path):
+    """`pip install 'llm-flywheel[vllm]'` resolves: pip's resolver, against the registry this machine uses,
+    on the core dependencies plus the extra (read from pyproject.toml), nothing installed. ~1 min."""
+    probe = subprocess.run([sys.executable, "-m", "pip", "index", "versions", "vllm"], capture_output=True, text=True,
+                           timeout=120)
+    if probe.returncode != 0:
+        pytest.skip(f"no package registry reachable (pip index versions vllm: {probe.stderr.strip()[-200:]})")
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("\n".join(PYPROJECT["project"]["dependencies"] + PYPROJECT["project"]["optional-dependencies"]["vllm"]))
+    report = tmp_path / "report.json"
+    p = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                        "--disable-pip-version-check", "--report", str(report), "-r", str(reqs)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    import json
+
+    resolved = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
+    assert resolved["vllm"] == "0.31.0" and resolved["transformers"].startswith("5.17.")
+    assert resolved["torch"].split("+")[0] == "2.13.0"
+
+
 # --- infra/k8s: Kubernetes schemas of the version infra/terraform pins ----------------------------------
 
 K8S_VERSION = "1.33"

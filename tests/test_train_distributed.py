@@ -1,6 +1,6 @@
 """The train step under DeepSpeed across 2 CPU ranks (gloo), its checkpoints, resume, and its settings.
 
-The 2-rank tests run the real path: `deepspeed --num_gpus 2` starts two CPU ranks, each builds TRL's
+The 2-rank tests run the real path: torchrun (`--nproc_per_node 2`) starts two CPU ranks, each builds TRL's
 SFTTrainer with the ZeRO preset, rank 0 writes the Hugging Face folder. The first DeepSpeed run on a
 machine JIT-compiles a C++ op (~50 s, cached under ~/.cache/torch_extensions).
 """
@@ -18,7 +18,8 @@ from flywheel.io import read_table, write_table
 from flywheel.model import load_model
 from flywheel.steps.train import train_model
 from flywheel.train import runner
-from flywheel.train.distributed import batch_split, deepspeed_config, launcher_command, resolve_precision
+from flywheel.train.distributed import (batch_split, deepspeed_config, launcher_command, resolve_precision,
+                                        uses_launcher, world_size)
 
 from conftest import tiny_config
 
@@ -155,19 +156,22 @@ def test_batch_split_and_precision_choices():
         resolve_precision("bf16", on_gpu=False, deepspeed=True)
 
 
-def test_launcher_command_single_and_multi_node(tmp_path):
-    one = launcher_command(LaunchConfig(processes_per_node=8), 1234, "m", "spec.json")
-    assert one[one.index("--num_gpus") + 1] == "8" and one[-2:] == ["m", "spec.json"] and "--module" in one
-    assert one[one.index("--hostfile") + 1] == "/dev/null"  # never a stray /job/hostfile on one node
-    hosts = tmp_path / "hostfile"
-    hosts.write_text("node-0 slots=8\nnode-1 slots=8\n")
-    two = launcher_command(LaunchConfig(processes_per_node=8, nodes=2, hostfile=str(hosts), master_addr="node-0",
-                                        multinode_runner="openmpi"), 29500, "m", "spec.json")
-    for flag, value in [("--hostfile", str(hosts)), ("--num_nodes", "2"), ("--launcher", "openmpi"),
-                        ("--master_addr", "node-0"), ("--master_port", "29500")]:
-        assert two[two.index(flag) + 1] == value
-    with pytest.raises(ValueError, match="hostfile"):
-        launcher_command(LaunchConfig(nodes=2), 29500, "m", "spec.json")
+def test_one_launcher_and_no_second_one_inside_a_launched_world(monkeypatch):
+    cmd = launcher_command(LaunchConfig(processes_per_node=8), 1234, "m", "spec.json")
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and cmd[-3:] == ["--module", "m", "spec.json"]
+    assert cmd[cmd.index("--nproc_per_node") + 1] == "8" and cmd[cmd.index("--master_port") + 1] == "1234"
+    ds = TrainConfig(deepspeed="zero2")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    assert uses_launcher(ds) and uses_launcher(TrainConfig(launch={"processes_per_node": 2}))
+    assert not uses_launcher(TrainConfig()) and world_size(TrainConfig(launch={"processes_per_node": 2})) == 2
+    # A TrainJob's node: torchrun has set up a world of 16; each rank trains itself, whatever the config says.
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    monkeypatch.setenv("RANK", "9")
+    assert not uses_launcher(ds) and world_size(ds) == 16
+    # The multi-node fields of the old deepspeed launcher are gone: a config naming one says so.
+    with pytest.raises(ConfigError, match="train.launch.hostfile: unknown key"):
+        tiny_config(train={"launch": {"hostfile": "/etc/mpi/hostfile"}})
 
 
 def test_max_epochs_caps_the_steps():

@@ -18,7 +18,8 @@ import kubernetes_validate
 import pytest
 from kubeflow_trainer_api.models import TrainerV1alpha1TrainJob
 
-from flywheel.cluster.trainjob import TrainJobFailed, run_trainjob, trainjob_manifest, trainjob_state
+from flywheel.cluster.trainjob import (TrainJobFailed, check_placement, run_trainjob, runtime_env, trainjob_manifest,
+                                      trainjob_state)
 from flywheel.config import parse_config
 
 from conftest import TINY
@@ -195,3 +196,79 @@ def test_launcher_fails_with_the_jobs_reason_and_cleans_up(tmp_path, prepared):
         kube.close()
     assert [c[0] for c in kube.calls] == ["POST", "GET", "DELETE"]
     assert not (tmp_path / "out").exists() and list((tmp_path / "shared" / "trainjobs").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_two_cpu_ranks_train_through_the_trainjobs_own_command_and_env(tmp_path, prepared):
+    """The rank side of a TrainJob for real: 2 nodes x 1 process, each node started as the torch-distributed
+    runtime starts it (the manifest's command, its env, the PET_* variables), ZeRO-2 on CPU (gloo)."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+    import torch
+
+    from flywheel.io import write_table
+    from flywheel.model import load_model
+    from flywheel.train.distributed import free_port
+
+    cfg = parse_config({**TINY, "train": {"max_steps": 4, "batch_size": 16, "learning_rate": 3e-3,
+                                          "deepspeed": "zero2", "save_steps": 0},
+                        "cluster": {"steps": {"train": {"gpus": 2}},
+                                    "train_job": {"gpus_per_node": 1, "shared_pvc": "flywheel-shared", "poll_s": 0.05,
+                                                  "shared_mount_path": str(tmp_path / "shared")}}})
+    write_table(pd.read_parquet(prepared["seed"]).head(64).assign(source="seed", iteration=0, score=1.0),
+                tmp_path / "curated.parquet")
+    port, seen = free_port(), {}
+
+    def two_nodes(obj):
+        trainer = obj["spec"]["trainer"]
+        seen["command"] = trainer["command"]
+        env = {**os.environ, **{e["name"]: e["value"] for e in trainer["env"] if "value" in e},
+               "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+        env.pop("WORLD_SIZE", None), env.pop("RANK", None)
+        procs = [subprocess.Popen(trainer["command"], env={**env, **runtime_env(obj, i, "127.0.0.1", port)},
+                                  stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"node-{i}.log", "w"))
+                 for i in range(trainer["numNodes"])]
+        rcs = [p.wait(timeout=600) for p in procs]
+        if any(rcs):
+            return {"conditions": [{"type": "Failed", "status": "True", "reason": "JobsFailed",
+                                    "message": f"node exit codes {rcs}: " + (tmp_path / "node-0.log").read_text()[-3000:]}]}
+        return {"conditions": [{"type": "Complete", "status": "True", "reason": "JobsCompleted"}]}
+
+    kube = KubeContract(two_nodes)
+    try:
+        metrics = run_trainjob(prepared["model"], tmp_path / "curated.parquet", tmp_path / "out", cfg,
+                               api=kube.api(), namespace="team-a", log=lambda *a, **k: None)
+    finally:
+        kube.close()
+    assert seen["command"][:4] == ["torchrun", "--module", "flywheel", "train"]  # no rendezvous flags: PET_*
+    # world 2 = the ranks trained as torchrun's world; a second launcher per rank would have made worlds of 1
+    assert (metrics["world_size"], metrics["zero_stage"], metrics["steps"], metrics["nodes"]) == (2, 2, 4, 2)
+    assert metrics["loss"] < metrics["loss_first"]
+    before, _ = load_model(prepared["model"])
+    after, _ = load_model(tmp_path / "out")
+    changed = [not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values())]
+    assert all(changed)
+    assert list((tmp_path / "shared" / "trainjobs").iterdir()) == []
+
+
+def test_placement_asks_for_what_the_gpus_can_run(tmp_path):
+    from flywheel.config import ConfigError
+    from flywheel.pipelines.flywheel_pipeline import compile_pipeline
+
+    vllm_no_gpu = parse_config({**TINY, "generate": {**TINY["generate"], "backend": "vllm"},
+                                "cluster": {"steps": {"generate": {"gpus": 1}}}})
+    with pytest.raises(ConfigError, match=r"generate.backend is 'vllm' but cluster.steps.evaluate.gpus is 0"):
+        compile_pipeline(vllm_no_gpu, str(tmp_path / "p.yaml"))
+    assert not (tmp_path / "p.yaml").exists()
+    idle = parse_config({**TINY, "cluster": {"steps": {"train": {"gpus": 4}}}})
+    with pytest.raises(ConfigError, match="train.launch.processes_per_node is 1 but cluster.steps.train.gpus"):
+        check_placement(idle)
+    too_many = parse_config({**TINY, "train": {"launch": {"processes_per_node": 16}},
+                             "cluster": {"steps": {"train": {"gpus": 32}}, "train_job": {"shared_pvc": "x"}}})
+    with pytest.raises(ConfigError, match="more GPUs than a node has"):
+        check_placement(too_many)
+    check_placement(parse_config({**TINY, "train": {"launch": {"processes_per_node": 4}},
+                                  "cluster": {"steps": {"train": {"gpus": 4}}}}))  # consistent: no error

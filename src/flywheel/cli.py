@@ -296,7 +296,8 @@ def cmd_curate(args) -> int:
 def cmd_train(args) -> int:
     from flywheel.steps.train import train_model
 
-    _emit(train_model(args.model, args.data, args.out, _config(args), metrics_path=args.metrics))
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun (a TrainJob's node) only rank 0 writes the metrics
+    _emit(train_model(args.model, args.data, args.out, _config(args), metrics_path=args.metrics if rank == 0 else None))
     return 0
 
 

@@ -96,12 +96,9 @@ class CurateConfig(Section):
 
 
 class LaunchConfig(Section):
-    processes_per_node: int = Field(1, gt=0, description="Training processes per node, one per GPU (on a CPU-only machine: gloo ranks). Above 1, the step runs under the `deepspeed` launcher.")
-    nodes: int = Field(1, gt=0, description="Nodes to train on; above 1 needs `hostfile` (and storage every node sees for `train.checkpoint_dir`).")
-    hostfile: str = Field("", description="DeepSpeed/MPI hostfile, one 'hostname slots=N' line per node (Kubeflow Trainer's MPI runtime mounts one at /etc/mpi/hostfile).")
-    master_addr: str = Field("", description="Address of node 0 for the rendezvous ('' = the launcher infers it).")
-    master_port: int = Field(0, ge=0, description="Port of the rendezvous on node 0 (0 = a free port on one node, 29500 across nodes).")
-    multinode_runner: Literal["pdsh", "openmpi", "mpich", "impi", "slurm", "mvapich"] = Field("pdsh", description="How the deepspeed launcher starts ranks on other nodes (its --launcher): pdsh over ssh, or the MPI/Slurm of the cluster.")
+    processes_per_node: int = Field(1, gt=0, description="Training processes on this node, one per GPU (on a CPU-only machine: gloo ranks). Above 1, or with train.deepspeed set, the step runs its ranks under torchrun. Across nodes: cluster.steps.train.gpus above cluster.train_job.gpus_per_node (a TrainJob; docs/deploy.md).")
+    master_addr: str = Field("", description="Rendezvous address of the step's own torchrun ('' = 127.0.0.1).")
+    master_port: int = Field(0, ge=0, description="Rendezvous port of the step's own torchrun (0 = a free port, so that two steps on one machine do not collide).")
 
 
 class LoraConfig(Section):
@@ -143,8 +140,8 @@ class TrainConfig(Section):
     nll_weight: float = Field(0.0, ge=0, description="Recipes dpo/spin: weight of a negative log-likelihood term on the chosen answer added to the preference loss (Pang et al. 2024's iterative RPO uses 1; 0 = plain DPO / SPIN).")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="'auto' = bf16 mixed precision where the GPU supports it, else fp32 (always on CPU).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about 20-30% slower. Off by default (TRL's default is on).")
-    deepspeed: str | dict[str, Any] = Field("none", description="'none', a preset ('zero2', 'zero2_offload', 'zero3', 'zero3_offload': ZeRO stage 2/3, offload = optimizer (and zero3: parameters) in CPU memory), a path to a DeepSpeed JSON file, or the DeepSpeed config itself as a mapping. Anything but 'none' runs under the `deepspeed` launcher.")
-    launch: LaunchConfig = Field(default_factory=LaunchConfig, description="Processes and nodes of the train step (the `deepspeed` launcher).")
+    deepspeed: str | dict[str, Any] = Field("none", description="'none', a preset ('zero2', 'zero2_offload', 'zero3', 'zero3_offload': ZeRO stage 2/3, offload = optimizer (and zero3: parameters) in CPU memory), a path to a DeepSpeed JSON file, or the DeepSpeed config itself as a mapping. Anything but 'none' runs under torchrun.")
+    launch: LaunchConfig = Field(default_factory=LaunchConfig, description="Processes of the train step on one node (torchrun).")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Low-rank adapters instead of full fine-tuning (sft, dpo, spin).")
     grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="Recipe grpo: rewards, loss variant, clipping, KL, generation engine. Group size = generate.samples_per_prompt; sampling = generate.temperature/top_p/max_new_tokens; train.batch_size counts completions (a multiple of the group size).")
     save_steps: int = Field(100, ge=0, description="Checkpoint every N optimizer steps, so an interrupted train step resumes from the last one (0 = never).")
@@ -318,12 +315,12 @@ class Config(Section):
     @model_validator(mode="after")
     def _train_batch_split(self) -> "Config":
         t = self.train
-        world = t.launch.processes_per_node * t.launch.nodes
+        world = t.launch.processes_per_node  # a TrainJob's world is checked when it is launched (cluster/trainjob.py)
         micro = t.micro_batch_size or t.batch_size // world
         if micro == 0 or t.batch_size % (micro * world):
             raise ValueError(f"train.batch_size ({t.batch_size}) must be a multiple of train.micro_batch_size "
                              f"({t.micro_batch_size or 'batch_size / processes'}) x processes "
-                             f"({t.launch.processes_per_node} per node x {t.launch.nodes} nodes)")
+                             f"({t.launch.processes_per_node}, train.launch.processes_per_node)")
         return self
 
     @model_validator(mode="after")

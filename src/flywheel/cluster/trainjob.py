@@ -6,8 +6,11 @@ The train component then becomes a launcher (its own pod needs no GPU):
 1. copy the starting model, the curated rows and the config onto a ReadWriteMany volume
    (`cluster.train_job.shared_pvc`) that every node mounts;
 2. create a TrainJob (`trainjob_manifest`, a pure function) on the `torch-distributed` runtime: N nodes x
-   M GPUs, each node running `torchrun -m flywheel train ...` (the runtime sets torchrun's PET_* rendezvous
-   variables), with the step's node selector, tolerations, secrets (by name), volumes and Kueue queue;
+   M GPUs, each node running `torchrun --module flywheel train ...` (the runtime sets torchrun's PET_*
+   rendezvous variables, `runtime_env`), with the step's node selector, tolerations, secrets (by name),
+   volumes and Kueue queue. Every rank then finds WORLD_SIZE/RANK set and trains as that rank, whatever the
+   recipe (sft, dpo, spin) and `train.deepspeed` (ZeRO-2/3): it starts no launcher of its own
+   (flywheel/train/distributed.py). Its checkpoints go to the shared claim, so a restarted node resumes;
 3. poll its status, logging every change; fail the KFP step with the job's own reason (`trainjob_state`);
 4. copy the checkpoint back into the step's output, and always delete the TrainJob and the scratch dir.
 
@@ -31,6 +34,10 @@ from flywheel.steps import step
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 MANAGER = "flywheel.ai/train-launcher"  # owner of our runtimePatches entry
 NODE = "node"  # the trainer's replicated job and container in Kubeflow Trainer's torch runtimes
+# What the torch-distributed runtime's torch plugin puts into every node's environment (Kubeflow Trainer
+# pkg/constants: TorchEnvNumNodes, ...); torchrun reads PET_<ARG> as its --<arg> default, so the command
+# carries no rendezvous flags.
+RUNTIME_ENV = ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT")
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -86,6 +93,21 @@ def trainjob_manifest(cfg: Config, *, name: str, namespace: str, image: str, job
     }
 
 
+def runtime_env(manifest: dict, node_rank: int, master_addr: str, master_port: int = 29500) -> dict[str, str]:
+    """The PET_* variables the torch-distributed runtime gives node `node_rank` of this TrainJob (the master
+    address is node 0's pod, `<name>-node-0-0.<name>`, on a cluster)."""
+    t = manifest["spec"]["trainer"]
+    return dict(zip(RUNTIME_ENV, (str(t["numNodes"]), str(t["numProcPerNode"]), str(node_rank), master_addr,
+                                  str(master_port))))
+
+
+def job_config(cfg: Config, job_dir: str | Path) -> Config:
+    """The config the TrainJob's ranks read: checkpoints on the shared claim (every node sees them, and a
+    restarted node resumes from them)."""
+    train = cfg.train.model_copy(update={"checkpoint_dir": str(Path(job_dir) / "checkpoints")})
+    return cfg.model_copy(update={"train": train})
+
+
 def trainjob_state(obj: dict) -> tuple[str, str]:
     """('Complete' | 'Failed' | 'Suspended' | 'Running' | 'Pending', detail) from a TrainJob's conditions."""
     conditions = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []
@@ -116,7 +138,11 @@ def run_trainjob(start_dir: str | Path, data_path: str | Path, out_dir: str | Pa
     if namespace is None:
         ns_file = SA_DIR / "namespace"
         namespace = ns_file.read_text().strip() if ns_file.is_file() else cfg.cluster.namespace
+    from flywheel.train.distributed import batch_split
+
     tj = cfg.cluster.train_job
+    r = cfg.cluster.resources_for("train")
+    batch_split(cfg.train, -(-r.gpus // cfg.cluster.trainjob_nodes) * cfg.cluster.trainjob_nodes)  # before GPUs wait
     name = f"flywheel-train-{uuid.uuid4().hex[:10]}"
     job_dir = Path(tj.shared_mount_path) / "trainjobs" / name
     job_dir.mkdir(parents=True)
@@ -124,7 +150,7 @@ def run_trainjob(start_dir: str | Path, data_path: str | Path, out_dir: str | Pa
     try:
         shutil.copytree(start_dir, job_dir / "model-in")
         shutil.copyfile(data_path, job_dir / "curated.parquet")
-        (job_dir / "config.json").write_text(cfg.to_json())
+        (job_dir / "config.json").write_text(job_config(cfg, job_dir).to_json())
         manifest = trainjob_manifest(cfg, name=name, namespace=namespace, image=cfg.pipeline.image, job_dir=str(job_dir))
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
         created = True
@@ -178,3 +204,28 @@ def train_model_or_trainjob(model_dir: str | Path, data_path: str | Path, out_di
         print(f"train: the config asks for {cfg.cluster.resources_for('train').gpus} GPUs "
               f"({cfg.cluster.trainjob_nodes} nodes); not in a cluster, so training here in-process", flush=True)
     return train_model(model_dir, data_path, out_dir, cfg)
+
+
+def check_placement(cfg: Config) -> None:
+    """Compile-time check that the GPUs the config asks for can run what it asks of them; raises ConfigError
+    with the field to change. (At a step's start the same is checked against the devices it sees:
+    `vllm_backend.select_backend`, `distributed.check_devices`.)"""
+    from flywheel.config import ConfigError
+
+    cl = cfg.cluster
+    decoding = ["generate", "evaluate"] + (["propose"] if cfg.propose.enabled else [])
+    if cfg.generate.backend == "vllm":
+        for name in decoding:
+            if cl.resources_for(name).gpus == 0:
+                raise ConfigError(f"generate.backend is 'vllm' but cluster.steps.{name}.gpus is 0: vLLM needs a CUDA GPU "
+                                  f"in every decoding step's pod ({', '.join(decoding)}); give it "
+                                  f"cluster.steps.{name}.gpus: 1 (and the CUDA image as pipeline.image), or set "
+                                  "generate.backend: auto")
+    gpus, per_node, procs = cl.resources_for("train").gpus, cl.train_job.gpus_per_node, cfg.train.launch.processes_per_node
+    if gpus and cl.trainjob_nodes == 1 and procs != gpus:
+        raise ConfigError(f"train.launch.processes_per_node is {procs} but cluster.steps.train.gpus gives the train pod "
+                          f"{gpus} GPU(s): one process per GPU; set train.launch.processes_per_node: {gpus}")
+    if procs > per_node:
+        raise ConfigError(f"train.launch.processes_per_node is {procs}, more GPUs than a node has "
+                          f"(cluster.train_job.gpus_per_node: {per_node}); use at most {per_node} per node and ask "
+                          "for more with cluster.steps.train.gpus (a multi-node TrainJob)")

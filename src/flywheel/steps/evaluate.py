@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from flywheel.chat import add_special_tokens, render_prompts
 from flywheel.config import Config
 from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
 from flywheel.io import read_json, read_table, write_table
-from flywheel.steps.generate import decode_batched
+from flywheel.steps.generate import rendered_prompts
+from flywheel.steps.vllm_backend import open_decoder
 from flywheel.steps.data import task_of
 from flywheel.verifiers import task_verifier
 from flywheel.schema import PROBLEM_COLUMNS, RESULT_COLUMNS
@@ -35,13 +35,12 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
 
     e, g = cfg.evaluate, cfg.generate
     problems = read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")
-    model, tok = load_model(model_dir, cfg.model)
+    decoder = open_decoder(g.backend, model_dir, seed=cfg.seed, load=lambda: load_model(model_dir, cfg.model))
     verify = task_verifier(task_of(cfg))
     # The model is asked as generate asks it (the chat template when it has one); the verifier reads the
     # task's prompt and the completion, never the rendered text.
-    texts = render_prompts(tok, problems["prompt"].tolist(), cfg.model)
-    special = add_special_tokens(tok, cfg.model)
-    greedy = decode_batched(model, tok, texts, samples=1, temperature=0.0, top_p=1.0,
+    texts, special = rendered_prompts(model_dir, problems["prompt"].tolist(), cfg)
+    greedy = decoder.decode(texts, samples=1, temperature=0.0, top_p=1.0,
                             max_new_tokens=g.max_new_tokens, batch_size=e.batch_size, seed=cfg.seed,
                             desc="evaluate", add_special_tokens=special)
     df = problems.assign(completion=[s[0][0] for s in greedy])
@@ -54,6 +53,7 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
         # Mean of the per-difficulty accuracies, so that no level dominates by its count.
         "accuracy_macro": float(by_diff.mean()),
         "accuracy_by_difficulty": {str(k): float(v) for k, v in by_diff.items()},
+        "backend": decoder.backend, "backend_reason": decoder.reason,
     }
     if seed_path:
         seed_max = int(read_table(seed_path, ("difficulty",), what="labelled seed set")["difficulty"].max())
@@ -61,7 +61,7 @@ def evaluate_model(model_dir: str | Path, eval_path: str | Path, out_path: str |
         metrics["seed_max_difficulty"] = seed_max
         metrics["accuracy_beyond_seed"] = float(harder.mean()) if len(harder) else None
     if e.pass_k:
-        sampled = decode_batched(model, tok, texts, samples=e.pass_k,
+        sampled = decoder.decode(texts, samples=e.pass_k,
                                  temperature=e.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
                                  batch_size=e.batch_size, seed=cfg.seed + 7919, desc=f"evaluate pass@{e.pass_k}",
                                  add_special_tokens=special)

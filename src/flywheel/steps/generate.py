@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from flywheel.config import Config
 from flywheel.gates import check_gate, expectations, rule
 from flywheel.steps import step
-from flywheel.steps.vllm_backend import decode_vllm, load_vllm, select_backend
+from flywheel.steps.vllm_backend import open_decoder
 from flywheel.io import read_json, read_table, write_table
 from flywheel.schema import PROBLEM_COLUMNS, SAMPLE_COLUMNS
 
@@ -107,22 +107,15 @@ def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: 
     # vLLM decode the same text (the chat template, or the raw prompt: flywheel.chat).
     texts, special = rendered_prompts(model_dir, problems["prompt"].tolist(), cfg)
     # --- decoding backend (generate.backend; flywheel/steps/vllm_backend.py) ---
-    backend, backend_why = select_backend(g.backend, model_dir)
-    sampling = dict(samples=plan["samples_per_prompt"], temperature=plan["temperature"], top_p=g.top_p,
-                    max_new_tokens=g.max_new_tokens, seed=cfg.seed + iteration)
-    keys = problems["prompt_id"].astype(str).tolist()
-    if backend == "vllm":
-        llm = load_vllm(model_dir, seed=cfg.seed + iteration)
-        t0 = time.perf_counter()
-        results, prompt_tokens = decode_vllm(llm, texts, keys, **sampling)
-        seconds = time.perf_counter() - t0
-    else:
-        model, tok = load_model(model_dir, cfg.model)
-        t0 = time.perf_counter()
-        results = decode_batched(model, tok, texts, batch_size=g.batch_size, keys=keys,
-                                 add_special_tokens=special, **sampling)
-        seconds = time.perf_counter() - t0
-        prompt_tokens = [len(x) for x in tok(texts, add_special_tokens=special)["input_ids"]]
+    decoder = open_decoder(g.backend, model_dir, seed=cfg.seed + iteration,
+                           load=lambda: load_model(model_dir, cfg.model))
+    backend, backend_why = decoder.backend, decoder.reason
+    t0 = time.perf_counter()
+    results = decoder.decode(texts, keys=problems["prompt_id"].astype(str).tolist(), add_special_tokens=special,
+                             samples=plan["samples_per_prompt"], temperature=plan["temperature"], top_p=g.top_p,
+                             max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, seed=cfg.seed + iteration)
+    seconds = time.perf_counter() - t0
+    prompt_tokens = decoder.prompt_tokens
     # --- end of decoding backend ---
     rows = []
     for p, (problem, samples) in enumerate(zip(problems.to_dict("records"), results)):

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from flywheel.chat import add_special_tokens, render_prompts
 from flywheel.config import Config
 from flywheel.gates import words
 from flywheel.io import read_table, write_table
@@ -113,27 +112,27 @@ def propose_problems(model_dir: str | Path, prompts_path: str | Path, eval_path:
     prompts (`prompts_path`); keep those it solves sometimes but not always (`out_path`, problem rows for the
     next iteration's prompts step); every other one goes to `dropped_path` with its reason."""
     from flywheel.model import load_model
-    from flywheel.steps.generate import decode_batched
+    from flywheel.steps.generate import rendered_prompts
     from flywheel.steps.verify import verifier_of
+    from flywheel.steps.vllm_backend import open_decoder
 
     p, g = cfg.propose, cfg.generate
     task = task_of(cfg)
     check_can_propose(task, cfg.task.name)
     pool = read_table(prompts_path, PROBLEM_COLUMNS, what="prompts")
     evals = read_table(eval_path, PROBLEM_COLUMNS, what="evaluation set")
-    model, tok = load_model(model_dir, cfg.model)
     seed = cfg.seed + 1000 * iteration + 7  # apart from generate's seed (cfg.seed + iteration)
+    decoder = open_decoder(g.backend, model_dir, seed=seed, load=lambda: load_model(model_dir, cfg.model))
     prompts = proposal_prompts(task, pool, p.proposals, p.examples, seed)
     # Both decodes ask the model as generate does: through its chat template when it has one.
-    special = add_special_tokens(tok, cfg.model)
-    texts = [s[0][0] for s in decode_batched(model, tok, render_prompts(tok, prompts, cfg.model), samples=1,
-                                             temperature=p.temperature, top_p=g.top_p,
+    rendered, special = rendered_prompts(model_dir, prompts, cfg)
+    texts = [s[0][0] for s in decoder.decode(rendered, samples=1, temperature=p.temperature, top_p=g.top_p,
                                              max_new_tokens=p.max_new_tokens, batch_size=g.batch_size, seed=seed,
                                              desc="propose", add_special_tokens=special)]
     candidates, dropped = filter_proposals(task, texts, pool["prompt"].tolist(), evals["prompt"].tolist())
     rates: list[float] = []
     if candidates:
-        answers = decode_batched(model, tok, render_prompts(tok, [c["prompt"] for c in candidates], cfg.model),
+        answers = decoder.decode(rendered_prompts(model_dir, [c["prompt"] for c in candidates], cfg)[0],
                                  samples=p.samples, temperature=g.temperature, top_p=g.top_p,
                                  max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, seed=seed + 1,
                                  desc="propose: pass rate", keys=[c["prompt_id"] for c in candidates],
@@ -157,4 +156,4 @@ def propose_problems(model_dir: str | Path, prompts_path: str | Path, eval_path:
             "dropped_by_reason": {r: int(reasons.get(r, 0)) for r in REASONS},
             "kept_by_difficulty": {str(k): int(v) for k, v in kept_df.groupby("difficulty").size().items()},
             "candidate_pass_rate": round(sum(rates) / len(rates), 4) if rates else None,
-            "examples": texts[:5]}
+            "examples": texts[:5], "backend": decoder.backend, "backend_reason": decoder.reason}

@@ -1,11 +1,21 @@
-"""DeepSpeed for the train step: named presets, precision, the launcher command, and the CPU set-up.
+"""DeepSpeed for the train step: named presets, precision, the launcher, and the CPU set-up.
 
-Why the `deepspeed` launcher (not torchrun or `accelerate launch`): it is the one launcher that runs ZeRO-3
-to a clean exit here (under torchrun the same ZeRO-3 run trained, then aborted at exit, rc 1:
-/work/shared/notes/stack-facts.md, section 2), it starts CPU ranks when no GPU exists (`--num_gpus 2`
-gives 2 gloo ranks, which is how the tests run the real multi-rank path), and it reaches other nodes
-through a hostfile with pdsh or the cluster's MPI/Slurm, which is what Kubeflow Trainer's
-`deepspeed-distributed` runtime provides (an MPI hostfile at /etc/mpi/hostfile).
+One launcher, torchrun (`torch.distributed.run`), for every recipe (sft, dpo, spin, and TRL's other
+trainers) with or without ZeRO-2/3, on one node and across nodes (docs/deploy.md, "Multi-node training"):
+
+- one node: the train step starts `python -m torch.distributed.run --nproc_per_node N --module
+  flywheel.train.runner SPEC` itself (`launcher_command`) and waits; N CPU processes on a machine without a
+  GPU (gloo ranks: how the tests run the real multi-rank path);
+- several nodes: Kubeflow Trainer's `torch-distributed` runtime starts `torchrun --module flywheel train ...`
+  on every node (cluster/trainjob.py), with the rendezvous in PET_* variables that torchrun reads;
+- either way, each rank finds WORLD_SIZE and RANK in its environment (`launched_world`) and trains in its own
+  process: a world that a launcher already set up never starts a second launcher.
+
+DeepSpeed needs no launcher of its own: `deepspeed.init_distributed()` reads RANK, WORLD_SIZE, MASTER_ADDR
+and MASTER_PORT from the environment torchrun sets, so no SSH, hostfile or MPI (the `deepspeed-distributed`
+runtime's requirements) is needed. ZeRO-2 and ZeRO-3 under torchrun both ran to rc 0 on 2 CPU ranks with
+TRL's SFTTrainer (tests/test_train_distributed.py); the ZeRO-3 abort at exit noted in stack-facts.md,
+section 2, came from a bare Trainer script and did not recur here.
 
 Presets leave batch sizes, clipping and precision on "auto": the Hugging Face integration fills them
 from the training arguments, so `train.batch_size` and `train.precision` mean the same with or without
@@ -78,9 +88,52 @@ def deepspeed_config(value: str | dict[str, Any]) -> dict[str, Any] | None:
     return ds
 
 
+def launched_world() -> tuple[int, int] | None:
+    """(rank, world size) when a launcher (torchrun, a TrainJob's node, any launcher that sets the standard
+    variables) already started this process as one rank of a world; None for a plain process."""
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return None
+
+
+def world_size(t: TrainConfig) -> int:
+    """Ranks of the run: the launched world's, else the processes the step will start."""
+    world = launched_world()
+    return world[1] if world else t.launch.processes_per_node
+
+
 def uses_launcher(t: TrainConfig) -> bool:
-    """Whether the step runs under the `deepspeed` launcher (else: in the calling process, no DeepSpeed)."""
-    return t.deepspeed != "none" or t.launch.processes_per_node > 1 or t.launch.nodes > 1
+    """Whether the step starts torchrun itself (else: it trains in the calling process). Never inside a world a
+    launcher already set up: every rank of a TrainJob would otherwise start a launcher of its own."""
+    if launched_world() is not None:
+        return False
+    return t.deepspeed != "none" or t.launch.processes_per_node > 1
+
+
+def barrier() -> None:
+    """Wait for every rank of a launched world (no-op outside one): rank 0 removes the shared scratch folder
+    only after the others are done with it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def check_devices(t: TrainConfig) -> None:
+    """Fail at the step's start, with the field to change, when the step asks for more GPUs than it sees."""
+    if not gpu_available():
+        return  # CPU ranks (gloo): any number runs, slowly
+    import torch
+
+    have = torch.cuda.device_count()
+    world = launched_world()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if world else t.launch.processes_per_node
+    if local > have:
+        where = ("this node's torchrun starts LOCAL_WORLD_SIZE=%d ranks (cluster.steps.train.gpus / nodes)" % local
+                 if world else f"train.launch.processes_per_node is {local}")
+        raise ValueError(f"{where} but this node has {have} GPU(s) (torch.cuda.device_count()); "
+                         f"set train.launch.processes_per_node to at most {have}, or give the step more GPUs "
+                         "(cluster.steps.train.gpus)")
 
 
 def gpu_available() -> bool:
@@ -138,27 +191,15 @@ def free_port() -> int:
 
 
 def master_port(launch: LaunchConfig) -> int:
-    """The rendezvous port: the configured one, else 29500 across nodes, else a free one (so that two steps
-    on one machine do not collide)."""
-    return launch.master_port or (29500 if launch.nodes > 1 else free_port())
+    """The rendezvous port: the configured one, else a free one (so that two steps on one machine do not collide)."""
+    return launch.master_port or free_port()
 
 
 def launcher_command(launch: LaunchConfig, port: int, module: str, *args: str) -> list[str]:
-    """`deepspeed ... --module MODULE ARGS`, as a command list (run with this interpreter)."""
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(launch.processes_per_node),
-           "--no_local_rank", "--master_port", str(port), "--module"]
-    if launch.nodes > 1:
-        if not launch.hostfile or not Path(launch.hostfile).is_file():
-            raise ValueError(f"train.launch.nodes is {launch.nodes} but train.launch.hostfile "
-                             f"({launch.hostfile!r}) is not a file; list the nodes there ('host slots=N' per line)")
-        cmd += ["--hostfile", launch.hostfile, "--num_nodes", str(launch.nodes),
-                "--launcher", launch.multinode_runner]
-    else:
-        # One node: never pick up a hostfile lying at DeepSpeed's default path (/job/hostfile).
-        cmd += ["--hostfile", os.devnull]
-    if launch.master_addr:
-        cmd += ["--master_addr", launch.master_addr]
-    return [*cmd, module, *args]
+    """`torchrun --nproc_per_node N --module MODULE ARGS` on this node, as a command list (this interpreter)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+            "--nproc_per_node", str(launch.processes_per_node), "--master_addr", launch.master_addr or "127.0.0.1",
+            "--master_port", str(port), "--module", module, *args]
 
 
 def remove_shm_buffers(port: int) -> None:

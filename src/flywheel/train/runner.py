@@ -1,11 +1,13 @@
-"""One training run of the train step: in this process, or on N processes x M nodes under `deepspeed`.
+"""One training run of the train step: in this process, or on N processes under torchrun.
 
 `train()` runs in the step's own process. It prepares the checkpoint folder, then either trains right here
 (one process, no DeepSpeed: the default, and the fastest on one device) or launches
 
-    python -m deepspeed.launcher.runner --num_gpus N [--hostfile H --num_nodes M] --module flywheel.train.runner SPEC
+    python -m torch.distributed.run --nproc_per_node N --module flywheel.train.runner SPEC
 
 and waits; every rank runs `run(spec)` (this module's `__main__`), rank 0 writes the model and the metrics.
+A process that is already a rank (WORLD_SIZE and RANK set: a TrainJob's node runs `torchrun --module flywheel
+train ...`) trains as that rank and launches nothing (flywheel/train/distributed.py).
 
 Checkpoints and resume: every `train.save_steps` optimizer steps the Trainer saves a checkpoint (weights,
 optimizer, scheduler, RNG; under DeepSpeed each rank's ZeRO shards) into a scratch folder keyed by the
@@ -37,9 +39,9 @@ from flywheel.config import ModelConfig, TrainConfig
 from flywheel.io import atomic_dir, read_json, read_table, write_json
 from flywheel.locks import claim_scratch
 from flywheel.schema import GRPO_PROMPT_COLUMNS, PREFERENCE_COLUMNS, TRAIN_COLUMNS
-from flywheel.train.distributed import (batch_split, deepspeed_config, gpu_available, init_process,
-                                        launcher_command, master_port, remove_shm_buffers, resolve_precision,
-                                        uses_launcher)
+from flywheel.train.distributed import (barrier, batch_split, check_devices, deepspeed_config, gpu_available, init_process,
+                                        launched_world, launcher_command, master_port, remove_shm_buffers,
+                                        resolve_precision, uses_launcher, world_size)
 
 MODULE = "flywheel.train.runner"
 
@@ -56,14 +58,15 @@ def checkpoint_dir(out_dir: str | Path, t: TrainConfig) -> Path:
     return root / hashlib.sha256(str(Path(out_dir).resolve()).encode()).hexdigest()[:16]
 
 
-def fingerprint(model_dir: str | Path, data_path: str | Path, t: TrainConfig, model_cfg: ModelConfig) -> str:
+def fingerprint(model_dir: str | Path, data_path: str | Path, t: TrainConfig, model_cfg: ModelConfig,
+                ranks: int = 1) -> str:
     """What a checkpoint must have been trained from to be resumed."""
     h = hashlib.sha256()
     h.update(str(model_dir).encode())
     h.update(Path(data_path).read_bytes())
     h.update(t.model_dump_json(exclude={"launch", "checkpoint_dir", "save_steps"}).encode())
     h.update(model_cfg.model_dump_json(include={"chat", "system_prompt"}).encode())  # what the rows render to
-    h.update(str(t.launch.processes_per_node * t.launch.nodes).encode())  # ZeRO shards are per rank
+    h.update(str(ranks).encode())  # ZeRO shards are per rank
     return h.hexdigest()
 
 
@@ -74,14 +77,27 @@ def last_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.rpartition("-")[2]), default=None)
 
 
-def prepare_checkpoints(folder: Path, print_: str) -> Path | None:
-    """Return the checkpoint to resume from, or clear `folder` for a fresh start (`print_`: the fingerprint)."""
+def prepare_checkpoints(folder: Path, print_: str, leader: bool = True, wait_s: float = 600) -> Path | None:
+    """Return the checkpoint to resume from, or clear `folder` for a fresh start (`print_`: the fingerprint).
+
+    In a launched world only rank 0 (`leader`) clears; the other ranks wait until its marker names these
+    inputs, then read the same folder (on storage every node sees), so all ranks resume from one checkpoint."""
     marker = folder / "inputs.sha256"
+    if not leader:
+        deadline = time.monotonic() + wait_s
+        while not (marker.is_file() and marker.read_text() == print_):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"train: rank 0 did not prepare {folder} within {wait_s:.0f} s; on several nodes "
+                                   "train.checkpoint_dir must be storage every node sees")
+            time.sleep(0.2)
+        return last_checkpoint(folder)
     if marker.is_file() and marker.read_text() == print_:
         return last_checkpoint(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    marker.write_text(print_)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(print_)
+    tmp.replace(marker)  # atomic: a waiting rank never reads half a marker
     return None
 
 
@@ -95,12 +111,17 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
     from flywheel.train.lora import check_target_modules
 
     model_cfg = model_cfg or ModelConfig()
-    batch_split(t, t.launch.processes_per_node * t.launch.nodes)  # a bad split fails here, not in N ranks
+    world, ranks = launched_world(), world_size(t)  # world: this process is already one rank (torchrun, TrainJob)
+    leader = world is None or world[0] == 0
+    batch_split(t, ranks)  # a bad split fails here, not in N ranks
+    check_devices(t)
     ds = deepspeed_config(t.deepspeed)  # read here, once: the ranks get the dict, not a path to resolve
     check_target_modules(str(model_dir), t.lora)  # here, not after the model loaded in N ranks
     folder = checkpoint_dir(out_dir, t)
-    scratch = claim_scratch(folder)  # held while this step trains; removes the folders of killed steps
-    resume = prepare_checkpoints(folder, fingerprint(model_dir, data_path, t, model_cfg))
+    # held while this step trains; removes the folders of killed steps. In a launched world only rank 0
+    # holds it (the lock is exclusive: a second rank would wait for the first, which waits for it).
+    scratch = claim_scratch(folder) if leader else None
+    resume = prepare_checkpoints(folder, fingerprint(model_dir, data_path, t, model_cfg, ranks), leader)
     local = Path(model_dir).exists()  # else a hub id
     spec = {"model_dir": str(Path(model_dir).resolve()) if local else str(model_dir),
             "data_path": str(Path(data_path).resolve()),
@@ -108,7 +129,7 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
             "checkpoint_dir": str(folder),
             "resume_from": str(resume) if resume else None, "metrics_path": str(folder / "metrics.json"),
             "deepspeed": ds, **(extra or {})}
-    if resume:
+    if resume and leader:
         print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
     if uses_launcher(t):
         write_json(spec, folder / "spec.json")
@@ -123,13 +144,16 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
         finally:
             remove_shm_buffers(port)
         if rc != 0:
-            raise RuntimeError(f"train: the deepspeed launcher exited with status {rc} (the ranks' logs are above); "
+            raise RuntimeError(f"train: torchrun exited with status {rc} (the ranks' logs are above); "
                                f"the same step run again resumes from the last checkpoint in {folder}")
         metrics = read_json(spec["metrics_path"], what="train metrics of rank 0")
     else:
         metrics = run(spec)
-    shutil.rmtree(folder, ignore_errors=True)
-    scratch.release(unlink=True)
+        if world is not None:
+            barrier()
+    if leader:  # the other ranks are done with the folder: their last collective was the save
+        shutil.rmtree(folder, ignore_errors=True)
+        scratch.release(unlink=True)
     return metrics
 
 
@@ -167,7 +191,7 @@ def training_arguments(t: TrainConfig, out: str, max_length: int, world_size: in
         save_total_limit=1, report_to=[], logging_steps=max(1, t.max_steps // 20),
         # use_cpu with DeepSpeed would hide DeepSpeed from the Trainer (stack-facts.md, section 2).
         use_cpu=not on_gpu and deepspeed is None, bf16=precision == "bf16", fp16=precision == "fp16",
-        activation_checkpointing=t.gradient_checkpointing, deepspeed=deepspeed, dataset_num_proc=None,
+        gradient_checkpointing=t.gradient_checkpointing, deepspeed=deepspeed, dataset_num_proc=None,
         disable_tqdm=False, log_level="warning",
     )
     if accelerator_config:
