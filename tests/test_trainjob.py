@@ -257,6 +257,7 @@ def test_two_cpu_ranks_train_through_the_trainjobs_own_command_and_env(tmp_path,
 def test_placement_asks_for_what_the_gpus_can_run(tmp_path):
     from flywheel.config import ConfigError
     from flywheel.pipelines.flywheel_pipeline import compile_pipeline
+    from flywheel.train.distributed import check_devices
 
     vllm_no_gpu = parse_config({**TINY, "generate": {**TINY["generate"], "backend": "vllm"},
                                 "cluster": {"steps": {"generate": {"gpus": 1}}}})
@@ -270,5 +271,10 @@ def test_placement_asks_for_what_the_gpus_can_run(tmp_path):
                              "cluster": {"steps": {"train": {"gpus": 32}}, "train_job": {"shared_pvc": "x"}}})
     with pytest.raises(ConfigError, match="more GPUs than a node has"):
         check_placement(too_many)
+    grpo_vllm = parse_config({**TINY, "train": {"recipe": "grpo", "batch_size": 6, "grpo": {"use_vllm": True}}})
+    with pytest.raises(ConfigError, match="train.grpo.use_vllm is true but cluster.steps.train.gpus is 0"):
+        check_placement(grpo_vllm)
+    with pytest.raises(ValueError, match="train.grpo.use_vllm is true but (vllm is not installed|no CUDA GPU)"):
+        check_devices(grpo_vllm.train)  # at the step's start, on this machine (no vLLM, no GPU)
     check_placement(parse_config({**TINY, "train": {"launch": {"processes_per_node": 4}},
                                   "cluster": {"steps": {"train": {"gpus": 4}}}}))  # consistent: no error

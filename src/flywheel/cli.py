@@ -81,12 +81,16 @@ def cmd_run(args) -> int:
     console.print(f"flywheel: {cfg.iterations} iteration(s) of task {cfg.task.name!r} on model {cfg.model.base!r}; "
                   f"every step's log in {out / 'logs'} (--verbose prints them here)", soft_wrap=True)
     failed = None
-    with step_view(console, out / "logs", task_names(pipeline), out / "kfp-cache" if cache else None) as view:
-        try:
-            with wandb_dir(out):  # W&B offline runs land in DIR/wandb (the tasks inherit the environment)
-                pipeline(config=cfg.to_json())
-        except RuntimeError:
-            failed = view
+    try:
+        with step_view(console, out / "logs", task_names(pipeline), out / "kfp-cache" if cache else None) as view:
+            try:
+                with wandb_dir(out):  # W&B offline runs land in DIR/wandb (the tasks inherit the environment)
+                    pipeline(config=cfg.to_json())
+            except RuntimeError:
+                failed = view
+    except KeyboardInterrupt:
+        errors.print(f"interrupted; {resume}", soft_wrap=True)
+        return 130
     if failed is not None:
         errors.print(Text(failed.failure_text(resume)), soft_wrap=True)
         return 1

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.table import Table
@@ -45,6 +45,7 @@ EXECUTING = re.compile(r"Executing task '([^']+)'")
 FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 CACHE_HIT = re.compile(r"Task (\S+) cache hit \(key=(\w+)\)")
 KFP_RECORD = re.compile(r"^\d\d:\d\d:\d\d\.\d+ - [A-Z]+ - ")
+JSON_PUNCT = re.compile(r'^\s*([\[\]{}],?|".*)$')  # the executor input JSON kfp.local's executor prints
 OUTPUT_FILE = re.compile(r'"outputFile": "(.+)/executor_output\.json"')
 TAIL = 12  # log lines shown under a failed step: enough for the exception and the frame that raised it
 
@@ -105,6 +106,7 @@ class _Task:
     folder: str | None = None  # the task's output folder, from its executor input
     last: str = ""
     tail: deque = field(default_factory=lambda: deque(maxlen=200))
+    spinner: Spinner = field(default_factory=lambda: Spinner("dots", style="yellow"))
 
 
 class StepView:
@@ -150,8 +152,9 @@ class StepView:
         if task.folder is None and (m := OUTPUT_FILE.search(line)):
             task.folder = m[1]
         if line.strip():
-            task.last = line.strip()
             task.tail.append(line)
+            if not KFP_RECORD.match(line) and not JSON_PUNCT.match(line):
+                task.last = line.strip()  # the live line: the task's own output, not kfp.local's records
         if m := FINISHED.search(line):
             self.running.pop(tid)
             task.file.close()
@@ -205,12 +208,15 @@ class StepView:
     # --- the live line ---------------------------------------------------------------------------------
     def __rich__(self):
         with self.lock:
-            rows = []
+            grid = Table.grid(padding=(0, 1))
+            grid.add_column(no_wrap=True)
+            grid.add_column(no_wrap=True, overflow="ellipsis")  # one screen line per running step
             for task in self.running.values():
                 it = f"iter {task.iteration}" if task.iteration is not None else ""
-                head = f"{it:<7} {task.step:<11} {time.monotonic() - task.started:6.0f} s  "
-                rows.append(Spinner("dots", Text(head) + Text(task.last[-120:], style="dim"), style="yellow"))
-            return Group(*rows)
+                text = Text(f"{it:<7} {task.step:<11} {time.monotonic() - task.started:6.0f} s  ")
+                text.append(task.last, style="dim")
+                grid.add_row(task.spinner, text)
+            return grid
 
     # --- after the run ---------------------------------------------------------------------------------
     def failure_text(self, resume: str) -> str:

@@ -221,6 +221,9 @@ def check_placement(cfg: Config) -> None:
                                   f"in every decoding step's pod ({', '.join(decoding)}); give it "
                                   f"cluster.steps.{name}.gpus: 1 (and the CUDA image as pipeline.image), or set "
                                   "generate.backend: auto")
+    if cfg.train.recipe == "grpo" and cfg.train.grpo.use_vllm and cl.resources_for("train").gpus == 0:
+        raise ConfigError("train.grpo.use_vllm is true but cluster.steps.train.gpus is 0: vLLM rollouts need a CUDA "
+                          "GPU in the train pod; give it cluster.steps.train.gpus, or set train.grpo.use_vllm: false")
     gpus, per_node, procs = cl.resources_for("train").gpus, cl.train_job.gpus_per_node, cfg.train.launch.processes_per_node
     if gpus and cl.trainjob_nodes == 1 and procs != gpus:
         raise ConfigError(f"train.launch.processes_per_node is {procs} but cluster.steps.train.gpus gives the train pod "

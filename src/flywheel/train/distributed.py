@@ -120,7 +120,16 @@ def barrier() -> None:
 
 
 def check_devices(t: TrainConfig) -> None:
-    """Fail at the step's start, with the field to change, when the step asks for more GPUs than it sees."""
+    """Fail at the step's start, with the field to change, when the step asks for more GPUs than it sees, or
+    for vLLM rollouts (recipe grpo) where vLLM cannot run."""
+    import importlib.util
+
+    if t.recipe == "grpo" and t.grpo.use_vllm:
+        missing = ("vllm is not installed" if importlib.util.find_spec("vllm") is None else
+                   "no CUDA GPU is visible" if not gpu_available() else None)
+        if missing:
+            raise ValueError(f"train.grpo.use_vllm is true but {missing}: pip install 'llm-flywheel[vllm]' on a "
+                             "machine with a CUDA GPU (or the CUDA image), or set train.grpo.use_vllm: false")
     if not gpu_available():
         return  # CPU ranks (gloo): any number runs, slowly
     import torch
