@@ -43,7 +43,12 @@ def test_explicit_vllm_without_vllm_is_one_clear_error(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("generate: {backend: vllm, prompts_per_iteration: 4}\n")
     write_table(pd.DataFrame(Arithmetic(width=3, seed_digits=1).prompts(1, 4, seed=0)), tmp_path / "prompts.parquet")
-    rc = main(["generate", str(config), "--model", str(tmp_path / "no-model"), "--prompts",
+    from flywheel.config import Config
+    from flywheel.model import save_embedded_base
+
+    save_embedded_base(Config(), tmp_path / "model")  # a real model: the backend is what cannot run
+    capsys.readouterr()  # the save's progress bar is not the step's output
+    rc = main(["generate", str(config), "--model", str(tmp_path / "model"), "--prompts",
                str(tmp_path / "prompts.parquet"), "--out", str(tmp_path / "samples.parquet")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err

@@ -180,7 +180,8 @@ def test_a_run_killed_during_training_resumes_with_the_same_command(tmp_path):
     assert not (out / "summary.json").exists()
     assert not list(out.glob("kfp/*/train/model/config.json"))  # no half-written checkpoint
 
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # --verbose: kfp.local's own stream, whose "Executing task" lines say which tasks ran (not cached)
+    done = subprocess.run([*cmd, "--verbose"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     executed = re.findall(r"Executing task \x1b\[96m'([\w-]+)'", done.stdout + done.stderr)
     assert executed[0] == "train", executed  # everything before training came from the cache

@@ -201,9 +201,9 @@ def plot_summary(summary: dict) -> list[tuple[str, str]]:
     cur = [it for it in its if "curate" in it]
     if cur:
         cx = [it["iteration"] for it in cur]
-        new = [it["curate"]["kept_new"] for it in cur]
-        carried = [it["curate"]["kept_carried"] for it in cur]
-        seed = [it["curate"]["kept_seed"] for it in cur]
+        new = [it["curate"].get("kept_new", 0) for it in cur]
+        carried = [it["curate"].get("kept_carried", 0) for it in cur]
+        seed = [it["curate"].get("kept_seed", 0) for it in cur]
         fig, ax = plt.subplots(figsize=(5.5, 3.4))
         ax.bar(cx, new, label="new verified samples")
         ax.bar(cx, carried, bottom=new, label="carried from earlier iterations")
