@@ -38,12 +38,12 @@ def test_transformers_is_taken_as_asked(tmp_path, capsys):
 
 
 @no_vllm
-def test_explicit_vllm_without_vllm_is_one_clear_error(tmp_path, capsys):
+def test_explicit_vllm_without_vllm_is_one_clear_error(tmp_path, capsys, prepared):
     """Through the CLI, as a DVC stage calls it: exit 2, one line naming the field and the fix, no traceback."""
     config = tmp_path / "run.yaml"
     config.write_text("generate: {backend: vllm, prompts_per_iteration: 4}\n")
     write_table(pd.DataFrame(Arithmetic(width=3, seed_digits=1).prompts(1, 4, seed=0)), tmp_path / "prompts.parquet")
-    rc = main(["generate", str(config), "--model", str(tmp_path / "no-model"), "--prompts",
+    rc = main(["generate", str(config), "--model", str(prepared["model"]), "--prompts",
                str(tmp_path / "prompts.parquet"), "--out", str(tmp_path / "samples.parquet")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
