@@ -158,11 +158,8 @@ def dvc_yaml(config: str) -> str:
 # --- content hashes ------------------------------------------------------------------------------------
 
 def _md5_file(path: Path) -> str:
-    h = hashlib.md5()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()  # streamed: models are GBs
 
 
 def content_hash(path: str | Path) -> dict[str, Any]:
