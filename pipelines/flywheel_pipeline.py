@@ -27,6 +27,13 @@ from flywheel.pipelines.form import FORM, form_defaults
 from flywheel.pipelines.placement import placed
 
 
+def reads_summary(cfg: Config) -> bool:
+    """Whether the prompts step needs the run's summary so far: adaptive sampling, the frontier curriculum and
+    grow_threshold plan from the last iteration (fixed when the pipeline is compiled, like `iterations`)."""
+    g = cfg.generate
+    return g.adaptive or g.curriculum == "frontier" or g.grow_threshold > 0
+
+
 def build_pipeline(cfg: Config):
     """The `@dsl.pipeline` function for `cfg` (its image, name and iteration count are compile-time)."""
     c = placed(make_components(cfg.pipeline.image), cfg)  # GPUs, nodes, secrets: cfg.cluster
@@ -57,7 +64,9 @@ def build_pipeline(cfg: Config):
                 if decision is not None:  # iteration i runs only if promote(i-1) said go on
                     gates.enter_context(dsl.If(decision.outputs["Output"] == True, name=f"continue-{i}"))  # noqa: E712
                 carry = {"proposed": proposed.outputs["proposals"]} if proposed is not None else {}
-                prompts = c.prompts(config=s["prompts"], iteration=i, previous=rec.outputs["summary"], **carry)
+                if reads_summary(cfg):  # else a rerun of record (it reads every key) would rerun prompts on
+                    carry["previous"] = rec.outputs["summary"]  # any config change, and everything after it
+                prompts = c.prompts(config=s["prompts"], iteration=i, **carry)
                 prompts.set_display_name(f"prompts {i}")
                 plan = prompts.outputs["metrics"]  # the sampling plan: the one source of temperature and K
                 # the last iteration's proposals would feed no iteration: not written

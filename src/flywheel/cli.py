@@ -354,6 +354,10 @@ def cmd_record(args) -> int:
                          curate=args.curate, train=args.train, promote=args.promote, verdicts=args.verdicts, prepare=args.prepare,
                          dropped=args.dropped, curated=args.curated, model=args.model, results=args.results,
                          propose=args.propose)
+    if args.plots:
+        from flywheel.versions import write_plots
+
+        write_plots(s, args.plots)
     print_summary(s)
     return 0
 
@@ -518,6 +522,7 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report", required=True, help="report.html to write")
     sp.add_argument("--evaluate", required=True, help="the evaluate step's metrics (JSON)")
     sp.add_argument("--previous-summary", help="summary.json of the previous iteration")
+    sp.add_argument("--plots", help="also write the tables dvc.yaml's plots draw into this folder")
     for name in ("prepare", "generate", "verify", "curate", "train", "promote", "propose"):
         sp.add_argument(f"--{name}", help=f"the {name} step's metrics (JSON)")
     for name in ("verdicts", "dropped", "curated", "model", "results"):
