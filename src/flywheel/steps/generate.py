@@ -135,7 +135,7 @@ def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: 
     return metrics
 
 
-def samples_suite(cfg: Config, samples_per_prompt: int | None = None) -> list:
+def samples_suite(cfg: Config, samples_per_prompt: int = 0) -> list:
     """The rules every generated-samples table must meet (docs/data.md, 'samples'); K is the plan's
     (`samples_per_prompt`; the config's when no plan is given, e.g. listing the rules)."""
     E, g = expectations(), cfg.gates
