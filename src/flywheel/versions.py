@@ -265,7 +265,10 @@ def manifest(cfg: Config, entry: dict, image_digest: str | None = None) -> dict:
     import os
 
     hashes = {}
-    for step in ("generate", "verify", "curate", "train", "eval"):  # train: recipe grpo's rollouts
+    from flywheel.steps.table import STEPS
+
+    # every gated step's hashes (summary keys: 'eval' for evaluate); train: recipe grpo's rollouts
+    for step in ({"evaluate": "eval"}.get(s.name, s.name) for s in STEPS if s.gate):
         for role, h in ((entry.get(step) or {}).get("gate") or {}).get("hashes", {}).items():
             hashes[f"{step}.{role}"] = h
     verifier = cfg.verify.verifier
@@ -273,13 +276,19 @@ def manifest(cfg: Config, entry: dict, image_digest: str | None = None) -> dict:
         "iteration": entry["iteration"],
         "seeds": {"seed": cfg.seed, "train.seed": cfg.train.seed,
                   "sampling seed": cfg.seed + entry["iteration"]},
-        "sampling": {**cfg.generate.model_dump(), "evaluate": cfg.evaluate.model_dump()},
+        # the plan (the prompts step's) is what generate sampled with: it wins over the config's values
+        "sampling": {**cfg.generate.model_dump(), **_plan_values(entry), "evaluate": cfg.evaluate.model_dump()},
         "verifier": {"name": verifier if verifier != "task" else f"task {cfg.task.name!r}",
                      "task": cfg.task.model_dump(), "version": _verifier_version(cfg)},
         "libraries": library_versions(),
         "image": cfg.pipeline.image, "image_digest": image_digest or os.environ.get("FLYWHEEL_IMAGE_DIGEST"),
         "hashes": hashes,
     }
+
+
+def _plan_values(entry: dict) -> dict:
+    plan = (entry.get("generate") or {}).get("plan") or {}
+    return {k: plan[k] for k in ("temperature", "samples_per_prompt") if k in plan} | ({"plan": plan} if plan else {})
 
 
 def _verifier_version(cfg: Config) -> str:
