@@ -279,7 +279,8 @@ _GX_LOCK = threading.Lock()
 GATE_SUITES = {"samples": ["flywheel.steps.generate:samples_suite"],
                "proposals": ["flywheel.steps.propose:proposals_suite"],
                "verdicts": ["flywheel.steps.verify:verdicts_suite"],
-               "curated": ["flywheel.steps.curate:curated_suite", "flywheel.steps.grpo_prompts:grpo_prompts_suite"],
+               "curated": ["flywheel.steps.curate:curated_suite", "flywheel.steps.grpo_prompts:grpo_prompts_suite",
+                           "flywheel.steps.pairs:pairs_suite"],
                "rollouts": ["flywheel.train.grpo:rollouts_suite"],
                "results": ["flywheel.steps.evaluate:results_suite"]}
 _listing = threading.local()  # set while known_rule_ids calls the suites: expectations() returns stand-ins
