@@ -137,7 +137,9 @@ def bench_jsonl(n: int) -> None:
     task = Jsonl(str(ROOT / "examples" / "data" / "word_problems.jsonl"), difficulty_field="difficulty", id_field="id")
     rng = random.Random(0)
     rows = [rng.choice(task.pool.rows) for _ in range(n)]
-    completions = [r["completion"] if rng.random() < 0.5 else r["completion"].replace("####", "#### 1") for r in rows]
+    # a wrong answer: the right one with a digit appended ("#### 17" for 1), wrong as a string and as a number
+    completions = [r["completion"] if rng.random() < 0.5 else
+                   r["completion"].rsplit("####", 1)[0] + "#### " + r["reference"] + "7" for r in rows]
     t0 = time.perf_counter()
     base = [c.rsplit("####", 1)[-1].strip() == r["reference"] for r, c in zip(rows, completions)]
     floor_s = time.perf_counter() - t0

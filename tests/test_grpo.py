@@ -70,9 +70,8 @@ def test_a_reward_that_cannot_score_a_batch_fails_with_one_message_before_traini
     cfg = grpo_config(grpo={"rewards": ["unit-tests"]})
     prompts = tmp_path / "prompts.parquet"
     write_table(read_table(prepared["eval"]).head(4).assign(pass_rate=0.5, iteration=1), prompts)
-    with pytest.warns(UserWarning, match="a reward a program can forge"):
-        with pytest.raises(RewardError) as err:
-            train_model(prepared["model"], prompts, tmp_path / "out", cfg)
+    with pytest.raises(RewardError) as err:
+        train_model(prepared["model"], prompts, tmp_path / "out", cfg)
     msg = str(err.value)
     assert "train.grpo reward 'unit-tests' cannot score a batch" in msg and "is not unit-test JSON" in msg
     assert "before training" in msg and "\n" not in msg
@@ -223,3 +222,23 @@ def test_a_two_iteration_grpo_pipeline_through_kfp_local_gates_and_records_its_r
         chosen = read_table(root / ("curate" if i == 1 else f"curate-{i}") / "curated", GRPO_PROMPT_COLUMNS)
         assert set(r["prompt_id"]) <= set(chosen["prompt_id"])
     assert its[2]["train"]["init_from"] != its[1]["train"]["init_from"]  # iteration 2 from iteration 1's model
+
+
+def test_grpo_with_lora_writes_the_merged_model_and_keeps_its_adapter(prepared, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg = grpo_config(max_steps=2, learning_rate=5e-2, warmup_ratio=0.0, lora={"r": 4, "alpha": 8, "dropout": 0.0},
+                      grpo={"rewards": ["verifiers:digits_right"]})
+    prompts = tmp_path / "prompts.parquet"
+    write_table(read_table(prepared["seed"]).head(8).drop(columns="completion").assign(pass_rate=0.5, iteration=1),
+                prompts)
+    m = train_model(prepared["model"], prompts, tmp_path / "m1", cfg)
+    assert m["steps"] == 2 and m["rollouts"] == 2 * 8
+    assert (tmp_path / "m1" / "adapter" / "adapter_config.json").is_file()
+    base = AutoModelForCausalLM.from_pretrained(prepared["model"]).state_dict()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "m1").state_dict()
+    assert set(merged) == set(base)  # a plain checkpoint: no lora_ weights left in it
+    # the adapter touched the linear layers only: the merged projections moved, the norms and embeddings did not
+    moved = {k for k in base if not torch.equal(base[k], merged[k])}
+    assert moved and all("proj" in k for k in moved), sorted(moved)[:5]

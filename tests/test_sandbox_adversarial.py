@@ -323,6 +323,18 @@ def test_forged_records_count_only_as_the_values_they_claim():
     assert v.score == 0.0
 
 
+def test_a_run_that_does_not_end_cleanly_fails_whatever_its_channel_holds():
+    # The right values forged on the channel, then a hang (or a crash): the probes never ran, so no test
+    # passes, in either isolation mode.
+    forge = ("0\nimport os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'{\"i\": 0, \"v\": 7}\\n')\n"
+             "    except OSError:\n        pass\n")
+    for isolate in (True, False):
+        v = UnitTests(workers=1, isolate_tests=isolate, wall_s=1.5, cpu_s=1).verify_batch(
+            _samples([forge + "import time\ntime.sleep(60)", forge + "import os\nos._exit(3)"], ["assert f(2) == 7"]))
+        assert [x.score for x in v] == [0.0, 0.0], [x.reason for x in v]
+        assert "timeout" in v[0].reason and "exit code 3" in v[1].reason
+
+
 def test_exact_plain_types_only_on_the_trusted_side():
     from flywheel.verifiers.unit_tests import decode
 

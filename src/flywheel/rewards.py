@@ -23,8 +23,6 @@ all ranks, verifies it, and keeps its own rank's slice. Positions in the gathere
 from __future__ import annotations
 
 import math
-import sys
-import warnings
 from typing import Callable
 
 import pandas as pd
@@ -35,15 +33,6 @@ from flywheel.config import Config
 # something else than the reward should (majority vote: the score is the agreement share; TTRL's reward
 # is 1 for the majority answer, 0 otherwise, which is the verdict's `correct`).
 REWARD_FROM_CORRECT = {"majority-vote"}
-
-UNSAFE_REWARDS = {"unit-tests"}
-UNSAFE_WARNING = (
-    "\n" + "!" * 100 + "\n"
-    "train.recipe grpo with the 'unit-tests' reward: the sandbox's known holes (the verifier-security issue) are "
-    "not all closed,\nand a reward a program can forge is what online RL learns fastest (a completion that prints "
-    "the pass marker,\nreads its own tests, or exits early). Watch the rollouts for rewards without working code.\n"
-    + "!" * 100 + "\n")
-
 
 class RewardError(ValueError):
     """A configured reward cannot score a batch: the message names the reward, the problem and the fix."""
@@ -110,9 +99,6 @@ def reward_functions(cfg: Config, task=None) -> tuple[list[Callable], list[float
     weights = list(cfg.train.grpo.reward_weights) or [1.0] * len(names)
     fns = []
     for name in names:
-        if name in UNSAFE_REWARDS:
-            warnings.warn(UNSAFE_WARNING, stacklevel=2)
-            print(UNSAFE_WARNING, file=sys.stderr, flush=True)
         try:
             verifier = load_verifier(name, _params(name, cfg), task=(task or task_of(cfg)) if name == "task" else None)
         except (ValueError, TypeError, ImportError, OSError) as err:

@@ -382,6 +382,11 @@ class UnitTests:
 
 def _test_outcome(plan: TestPlan, got: list, r: Result, limits: Limits) -> str:
     """'' when the test passed, else why not."""
+    if r.status != "ok":
+        # A run that did not end cleanly (timeout, a signal, a non-zero exit) fails every test it held,
+        # whatever its result channel carries: values the program wrote there itself before hanging would
+        # otherwise pass without the probes ever running (found by probing: forge, then sleep).
+        return _failure(r, limits)
     env = {}
     for k, (probe, outcome) in enumerate(zip(plan.probes, got)):
         if outcome is None:
