@@ -1,8 +1,9 @@
 """The one typed config of a flywheel run.
 
-Every parameter of every step lives here, once, with a help line. A step receives the whole `Config`
-and reads its own section; the KFP pipeline passes the config as one JSON string parameter, the CLI
-and DVC read the same YAML file. Unknown keys are errors, reported with the file and the dotted key.
+Every parameter of every step lives here, once, with a help line. A step receives only the keys its row
+in the step table lists (flywheel/steps/table.py: `config_slice`, read through a guarded view); the KFP
+pipeline passes each step its slice as a JSON string, the CLI and DVC read the same YAML file. Unknown keys
+are errors, reported with the file and the dotted key.
 """
 
 from __future__ import annotations
