@@ -148,6 +148,9 @@ def test_a_killed_train_steps_checkpoints_are_removed_by_the_next_step(tmp_path)
     k = _holder("claim_scratch", killed, make)
     k.send_signal(signal.SIGKILL)  # killed mid-training: its folder stays, nobody holds its lock
     k.wait()
+    # what else lives in a user's train.checkpoint_dir is not ours: another name, or one without a lock file
+    (root / "results").mkdir()
+    (root / "d").mkdir()
     try:
         assert (killed / "checkpoint-5").is_dir()
         mine = claim_scratch(root / "c")  # the next train step
@@ -157,4 +160,4 @@ def test_a_killed_train_steps_checkpoints_are_removed_by_the_next_step(tmp_path)
     finally:
         alive.send_signal(signal.SIGKILL)
         alive.wait()
-    assert {p.name for p in root.iterdir()} == {"b", "b.lock"}
+    assert {p.name for p in root.iterdir()} == {"b", "b.lock", "results", "d"}

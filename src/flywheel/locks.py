@@ -90,10 +90,19 @@ def claim_scratch(folder: Path) -> FolderLock:
         time.sleep(1)
         mine = _try_lock(folder.with_name(folder.name + ".lock"))
     for other in folder.parent.iterdir():
-        if other == folder or not other.is_dir():
+        # only scratch folders of this kind (same-length hex name, a lock file or a marker inside): a user's
+        # `train.checkpoint_dir` may hold anything else, which is never ours to remove
+        if other == folder or not other.is_dir() or not _is_scratch(other, len(folder.name)):
             continue
         lock = _try_lock(other.with_name(other.name + ".lock"))
         if lock is not None:  # nobody holds it: left by a killed step
             shutil.rmtree(other, ignore_errors=True)
             lock.release(unlink=True)
     return mine
+
+
+def _is_scratch(path: Path, name_length: int) -> bool:
+    """A folder that `claim_scratch` made: a hex name as long as ours, and its lock file beside it."""
+    name = path.name
+    return (len(name) == name_length and all(c in "0123456789abcdef" for c in name)
+            and path.with_name(name + ".lock").is_file())
