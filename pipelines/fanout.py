@@ -15,22 +15,23 @@ from types import SimpleNamespace
 from kfp import dsl
 
 
-def generate_and_verify(c: SimpleNamespace, shards: int, *, config, iteration: int, model, prompts,
+def generate_and_verify(c: SimpleNamespace, shards: int, *, configs, iteration: int, model, prompts,
                         plan) -> SimpleNamespace:
     """Tasks for one iteration's generate -> verify; returns its `verdicts`, `generation` and `verification` metrics.
 
-    `plan`: the prompts step's metrics (its sampling plan)."""
+    `configs`: the configure task's outputs (each step's config slice); `plan`: the prompts step's metrics
+    (its sampling plan)."""
     if shards == 1:
-        gen = c.generate(config=config, iteration=iteration, model=model, prompts=prompts, plan=plan)
+        gen = c.generate(config=configs["generate"], iteration=iteration, model=model, prompts=prompts, plan=plan)
         gen.set_display_name(f"generate {iteration}")
-        ver = c.verify(config=config, samples=gen.outputs["samples"]).set_display_name(f"verify {iteration}")
+        ver = c.verify(config=configs["verify"], samples=gen.outputs["samples"]).set_display_name(f"verify {iteration}")
         return SimpleNamespace(verdicts=ver.outputs["verdicts"], generation=gen.outputs["metrics"],
                                verification=ver.outputs["metrics"])
     with dsl.ParallelFor(items=list(range(shards)), name=f"shards-{iteration}") as shard:
-        gen = c.generate(config=config, iteration=iteration, model=model, prompts=prompts, plan=plan, shard=shard,
+        gen = c.generate(config=configs["generate"], iteration=iteration, model=model, prompts=prompts, plan=plan, shard=shard,
                          shards=shards)
         gen.set_display_name(f"generate {iteration}")
-        ver = c.verify(config=config, samples=gen.outputs["samples"]).set_display_name(f"verify {iteration}")
+        ver = c.verify(config=configs["verify"], samples=gen.outputs["samples"]).set_display_name(f"verify {iteration}")
     merged = c.merge_shards(prompts=prompts, verdicts=dsl.Collected(ver.outputs["verdicts"]),
                             generation=dsl.Collected(gen.outputs["metrics"]),
                             verification=dsl.Collected(ver.outputs["metrics"]))

@@ -5,8 +5,8 @@ KFP v2 has no loops over artifacts, so iterations are unrolled at compile time b
 (`config.iterations` is fixed when the pipeline is built). The champion model (the best so far, chosen by
 `promote`) feeds generation in the next iteration. Each iteration after the first runs inside a `dsl.If`
 on the previous `promote`'s verdict, so a stop criterion (no promotion for `promote.patience` iterations,
-a regression) ends the run. The whole config travels as one JSON string parameter, so the run form in the
-KFP UI shows (and lets a researcher edit) every setting in one place, and nothing is configured twice.
+a regression) ends the run. The run form has the knobs people change as typed fields (pipelines/form.py)
+beside the whole config as JSON; the first task, `configure`, merges them and hands each step only its slice.
 
     prepare_data ─> init_model ─> evaluate(0) ─> record(0)
                          │
@@ -23,30 +23,36 @@ from kfp import dsl
 from flywheel.components.steps import make_components
 from flywheel.config import Config
 from flywheel.pipelines.fanout import generate_and_verify
+from flywheel.pipelines.form import FORM, form_defaults
 from flywheel.pipelines.placement import placed
+
+
+def reads_summary(cfg: Config) -> bool:
+    """Whether the prompts step needs the run's summary so far: adaptive sampling, the frontier curriculum and
+    grow_threshold plan from the last iteration (fixed when the pipeline is compiled, like `iterations`)."""
+    g = cfg.generate
+    return g.adaptive or g.curriculum == "frontier" or g.grow_threshold > 0
 
 
 def build_pipeline(cfg: Config):
     """The `@dsl.pipeline` function for `cfg` (its image, name and iteration count are compile-time)."""
     c = placed(make_components(cfg.pipeline.image), cfg)  # GPUs, nodes, secrets: cfg.cluster
-    config_default = cfg.to_json()
+    config_default, form = cfg.to_json(), form_defaults(cfg)
 
-    @dsl.pipeline(name=cfg.pipeline.name,
-                  description=f"flywheel self-improvement loop: up to {cfg.iterations} iterations of "
-                              "generate, verify, curate, train, evaluate, promote.")
-    def flywheel(config: str = config_default):
-        """Run the self-improvement loop.
-
-        Args:
-            config: The run config as JSON (see docs/config.md). Every step reads its section from it.
-                `iterations`, `pipeline.image` and `pipeline.name` are fixed when the pipeline is compiled.
-        """
-        data = c.prepare_data(config=config).set_display_name("prepare data")
+    def flywheel(config: str = config_default, model: str = form["model"], task_data: str = form["task_data"],
+                 samples_per_prompt: int = form["samples_per_prompt"], temperature: float = form["temperature"],
+                 max_new_tokens: int = form["max_new_tokens"], learning_rate: float = form["learning_rate"],
+                 train_steps: int = form["train_steps"], recipe: str = form["recipe"], seed: int = form["seed"]):
+        conf = c.configure(config=config, model=model, task_data=task_data, samples_per_prompt=samples_per_prompt,
+                           temperature=temperature, max_new_tokens=max_new_tokens, learning_rate=learning_rate,
+                           train_steps=train_steps, recipe=recipe, seed=seed).set_display_name("configure")
+        s = conf.outputs  # each step's config slice: its cache key changes only with the keys it reads
+        data = c.prepare(config=s["prepare"]).set_display_name("prepare")
         seed_set, eval_set = data.outputs["seed_set"], data.outputs["eval_set"]
-        base = c.init_model(config=config, seed_set=seed_set).set_display_name("init model")
-        ev = c.evaluate(config=config, iteration=0, model=base.outputs["model"], eval_set=eval_set,
+        base = c.init_model(config=s["init_model"], seed_set=seed_set).set_display_name("init-model")
+        ev = c.evaluate(config=s["evaluate"], iteration=0, model=base.outputs["model"], eval_set=eval_set,
                         seed_set=seed_set).set_display_name("evaluate 0")
-        rec = c.record(config=config, iteration=0, evaluation=ev.outputs["metrics"],  # model: the first champion
+        rec = c.record(config=s["record"], iteration=0, evaluation=ev.outputs["metrics"],  # model: the first champion
                        preparation=data.outputs["metrics"], results=ev.outputs["results"],
                        model=base.outputs["model"]).set_display_name("record 0")
         champion = {"champion": base.outputs["model"], "champion_results": ev.outputs["results"],
@@ -58,28 +64,31 @@ def build_pipeline(cfg: Config):
                 if decision is not None:  # iteration i runs only if promote(i-1) said go on
                     gates.enter_context(dsl.If(decision.outputs["Output"] == True, name=f"continue-{i}"))  # noqa: E712
                 carry = {"proposed": proposed.outputs["proposals"]} if proposed is not None else {}
-                prompts = c.sample_prompts(config=config, iteration=i, previous=rec.outputs["summary"], **carry)
+                if reads_summary(cfg):  # else a rerun of record (it reads every key) would rerun prompts on
+                    carry["previous"] = rec.outputs["summary"]  # any config change, and everything after it
+                prompts = c.prompts(config=s["prompts"], iteration=i, **carry)
                 prompts.set_display_name(f"prompts {i}")
+                plan = prompts.outputs["metrics"]  # the sampling plan: the one source of temperature and K
                 # the last iteration's proposals would feed no iteration: not written
                 proposed = None
                 if cfg.propose.enabled and i < cfg.iterations:
-                    proposed = c.propose(config=config, iteration=i, model=champion["champion"],
-                                         prompts=prompts.outputs["prompts"], eval_set=eval_set)
+                    proposed = c.propose(config=s["propose"], iteration=i, model=champion["champion"],
+                                         prompts=prompts.outputs["prompts"], eval_set=eval_set, plan=plan)
                     proposed.set_display_name(f"propose {i}")
-                gv = generate_and_verify(c, cfg.cluster.shards, config=config, iteration=i, model=champion["champion"],
-                                         prompts=prompts.outputs["prompts"], plan=prompts.outputs["metrics"])
+                gv = generate_and_verify(c, cfg.cluster.shards, configs=s, iteration=i, model=champion["champion"],
+                                         prompts=prompts.outputs["prompts"], plan=plan)
                 carry = {"previous": curated} if curated is not None else {}
-                cur = c.curate(config=config, iteration=i, verdicts=gv.verdicts, seed_set=seed_set, eval_set=eval_set,
-                               **carry).set_display_name(f"curate {i}")
-                tr = c.train(config=config, current_model=champion["champion"], base_model=base.outputs["model"],
+                cur = c.curate(config=s["curate"], iteration=i, verdicts=gv.verdicts, seed_set=seed_set,
+                               eval_set=eval_set, **carry).set_display_name(f"curate {i}")
+                tr = c.train(config=s["train"], current_model=champion["champion"], base_model=base.outputs["model"],
                              curated=cur.outputs["curated"]).set_display_name(f"train {i}")
-                ev = c.evaluate(config=config, iteration=i, model=tr.outputs["model"], eval_set=eval_set,
+                ev = c.evaluate(config=s["evaluate"], iteration=i, model=tr.outputs["model"], eval_set=eval_set,
                                 seed_set=seed_set, previous=champion["champion_metrics"]).set_display_name(f"evaluate {i}")
                 last = {"previous_decision": decision.outputs["decision"]} if decision is not None else {}
-                decision = c.promote(config=config, iteration=i, **champion, challenger=tr.outputs["model"],
+                decision = c.promote(config=s["promote"], iteration=i, **champion, challenger=tr.outputs["model"],
                                      challenger_results=ev.outputs["results"],
                                      challenger_metrics=ev.outputs["metrics"], **last).set_display_name(f"promote {i}")
-                rec = c.record(config=config, iteration=i, evaluation=ev.outputs["metrics"],
+                rec = c.record(config=s["record"], iteration=i, evaluation=ev.outputs["metrics"],
                                previous=rec.outputs["summary"], generation=gv.generation,
                                verification=gv.verification, curation=cur.outputs["metrics"],
                                training=tr.outputs["metrics"], promotion=decision.outputs["decision"],
@@ -91,7 +100,15 @@ def build_pipeline(cfg: Config):
                             "champion_metrics": decision.outputs["metrics"]}
                 curated = cur.outputs["curated"]
 
-    return flywheel
+    # The UI shows these lines under the form's fields (KFP reads the docstring's Args).
+    flywheel.__doc__ = "Run the self-improvement loop.\n\n    Args:\n" + "".join(
+        f"        {name}: {line}\n" for name, line in [
+            ("config", "The run config as JSON (docs/config.md): everything the fields below do not set. "
+                       "`iterations`, `pipeline` and `cluster` are fixed when the pipeline is compiled."),
+            *((name, f"{help_} ({key}; wins over config)") for name, (key, _, help_) in FORM.items())])
+    return dsl.pipeline(name=cfg.pipeline.name,
+                        description=f"flywheel self-improvement loop: up to {cfg.iterations} iterations of "
+                                    "generate, verify, curate, train, evaluate, promote.")(flywheel)
 
 
 def compile_pipeline(cfg: Config, path: str) -> str:

@@ -62,11 +62,12 @@ def place(task, step: str, cfg: Config):
 
 
 def placed(components: SimpleNamespace, cfg: Config) -> SimpleNamespace:
-    """The same components, each calling `place` on the task it creates (keyed by the component's name)."""
+    """The same components, each calling `place` on the task it creates, by its step's name in the step table
+    (`cluster.steps` keys: 'init-model' for the component `init_model`)."""
 
     def wrap(name, component):
         def make_task(*args, **kwargs):
-            return place(component(*args, **kwargs), name, cfg)
+            return place(component(*args, **kwargs), name.replace("_", "-"), cfg)
         return make_task
 
     return SimpleNamespace(**{name: wrap(name, comp) for name, comp in vars(components).items()})

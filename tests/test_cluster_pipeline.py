@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
+
+from flywheel.steps.table import NAMES
 from kfp import components
 
 from flywheel.config import parse_config
@@ -25,9 +27,8 @@ CLUSTER = {
                 {"env": "AWS_SECRET_ACCESS_KEY", "secret": "object-store", "key": "secret-key"}],
     "model_cache": {"pvc": "model-weights"},
 }
-COMPONENT_STEP = {"prepare-data": "prepare_data", "init-model": "init_model", "sample-prompts": "sample_prompts",
-                  "generate": "generate", "verify": "verify", "merge-shards": "merge_shards", "curate": "curate",
-                  "train": "train", "evaluate": "evaluate", "promote": "promote", "record": "record"}
+# a KFP component is named after its step (the step table's name; configure merges the run form)
+COMPONENT_STEP = {n: n for n in (*NAMES, "configure")}
 
 
 def _compile(tmp_path, monkeypatch, **cluster):

@@ -79,7 +79,8 @@ def broken_task(tmp_path, monkeypatch):
 def test_a_failed_step_shows_its_message_log_tail_path_and_how_to_resume(broken_task, capsys):
     assert main(["run", str(broken_task / "c.yaml"), "--out", str(broken_task / "out")]) == 1
     out, err = capsys.readouterr()
-    assert len(out.splitlines()) == 2 and "prepare     failed" in out  # the header and the step's line
+    # the header, configure (the run form merged into the config) and the failed step
+    assert len(out.splitlines()) == 3 and "configure   ok" in out and "prepare     failed" in out
     log = broken_task / "out" / "logs" / "iter-0-prepare.log"
     assert err.startswith("error: iteration 0, step prepare failed: ValueError: seed row 3: 'reference' is empty")
     assert f"full log: {log}" in err and "Traceback" in log.read_text()

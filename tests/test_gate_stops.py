@@ -65,5 +65,5 @@ def test_a_verifier_that_passes_everything_stops_the_pipeline_at_verify(tmp_path
     assert read_table(root / "verify" / "verdicts")["correct"].all()
     assert "| FAIL | `verdicts.pass_rate`" in (root / "verify" / "verdicts.gate.md").read_text()
     # (tasks off verify's path, such as evaluate 0, may or may not have run: kfp.local orders them freely)
-    assert (root / "init-model" / "model" / "config.json").exists() and (root / "sample-prompts" / "prompts").exists()
+    assert (root / "init-model" / "model" / "config.json").exists() and (root / "prompts" / "prompts").exists()
     assert not (root / "curate").exists() and not (root / "train").exists()

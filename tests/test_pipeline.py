@@ -23,8 +23,8 @@ def test_compile_and_load_back(tmp_path):
     assert loaded.name == cfg.pipeline.name
     spec = yaml.safe_load(open(path))
     tasks = all_tasks(spec)
-    # prepare, init, evaluate 0, record 0, then 8 tasks per iteration (+ the condition of iteration 2)
-    assert len(tasks) == 4 + 8 * cfg.iterations + 1
+    # configure, prepare, init, evaluate 0, record 0, then 8 tasks per iteration (+ the condition of iteration 2)
+    assert len(tasks) == 5 + 8 * cfg.iterations + 1
     executors = spec["deploymentSpec"]["executors"]
     assert {e["container"]["image"] for e in executors.values()} == {"registry.example/flywheel-python:9.9"}
     # install_kfp_package=False: no task pip-installs anything at run time
@@ -35,7 +35,7 @@ def test_compile_and_load_back(tmp_path):
     assert gen2["inputs"]["artifacts"]["model"]["componentInputArtifact"].startswith("pipelinechannel--promote")
     cond = next(t for t in tasks.values() if t["taskInfo"]["name"] == "continue-2")
     assert "promote-Output" in cond["triggerPolicy"]["condition"]
-    # the UI form: one parameter, typed, with a default and a description
+    # the UI form's full config (the typed fields: tests/test_table.py)
     param = spec["root"]["inputDefinitions"]["parameters"]["config"]
     assert param["parameterType"] == "STRING" and param["isOptional"] and "description" in param
     assert parse_config(yaml.safe_load(param["defaultValue"])) == cfg

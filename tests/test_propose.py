@@ -222,7 +222,7 @@ def test_kept_proposals_join_the_next_iterations_prompts_in_the_pipeline(tmp_pat
     assert m["proposed"] == 32 and m["kept"] > 0 and sum(m["dropped_by_reason"].values()) == 32 - m["kept"]
     root = next((tmp_path / "out" / "kfp").iterdir())
     kept = read_table(root / "propose" / "proposals", PROPOSAL_COLUMNS)
-    prompts2 = read_table(root / "sample-prompts-2" / "prompts")
+    prompts2 = read_table(root / "prompts-2" / "prompts")
     assert len(kept) == m["kept"] and set(kept["prompt"]) <= set(prompts2["prompt"])
 
 
@@ -232,5 +232,6 @@ def test_dvc_stages_carry_the_kept_proposals_to_the_next_prompts():
     stages = yaml.safe_load(dvc_yaml("examples/propose.yaml"))["stages"]
     assert [s for s in stages if s.startswith("propose")] == ["propose_1", "propose_2"]  # 3 iterations
     assert "--proposed data/iter_1/propose/proposals.parquet" in stages["prompts_2"]["cmd"]
-    assert stages["prompts_2"]["deps"] == ["data/iter_1/propose/proposals.parquet"]
+    assert stages["prompts_2"]["deps"][0] == "data/iter_1/propose/proposals.parquet"
+    assert "--plan metrics/iter_1/prompts.json" in stages["propose_1"]["cmd"]  # the plan's temperature
     assert "--propose metrics/iter_2/propose.json" in stages["record_2"]["cmd"]

@@ -185,6 +185,6 @@ def test_a_run_killed_during_training_resumes_with_the_same_command(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     executed = re.findall(r"Executing task \x1b\[96m'([\w-]+)'", done.stdout + done.stderr)
     assert executed[0] == "train", executed  # everything before training came from the cache
-    assert not {"prepare-data", "init-model", "sample-prompts", "generate", "verify", "curate"} & set(executed)
+    assert not {"prepare", "init-model", "prompts", "generate", "verify", "curate"} & set(executed)
     summary = json.loads((out / "summary.json").read_text())
     assert [it["iteration"] for it in summary["iterations"]] == [0, 1]

@@ -23,11 +23,30 @@ from rich.text import Text
 
 from flywheel.config import Config, ConfigError, check_files, load_config
 from flywheel.locks import hold_run_lock
+from flywheel.steps.table import NAMES
 from flywheel.io import ArtifactError
 
 
 def _config(args) -> Config:
     return load_config(args.config, args.set)
+
+
+def _step_config(args):
+    """The config as this step subcommand's row in the step table lets it read it (flywheel/steps/table.py)."""
+    from flywheel.steps.table import view
+
+    return view(_config(args), args.command)
+
+
+def _plan(args, tmp: str) -> str:
+    """--plan, or (a step run alone) the plan the prompts step makes from the config, written to `tmp`."""
+    if args.plan:
+        return args.plan
+    from flywheel.adapt import choose_sampling
+
+    path = os.path.join(tmp, "plan.json")
+    Path(path).write_text(json.dumps({"plan": choose_sampling(_config(args), None)}))
+    return path
 
 
 def _emit(metrics: dict) -> None:
@@ -240,7 +259,7 @@ def cmd_compile(args) -> int:
 def cmd_prepare(args) -> int:
     from flywheel.steps.data import make_datasets
 
-    _emit(make_datasets(_config(args), args.seed_set, args.eval_set, metrics_path=args.metrics))
+    _emit(make_datasets(_step_config(args), args.seed_set, args.eval_set, metrics_path=args.metrics))
     return 0
 
 
@@ -254,14 +273,14 @@ def cmd_init_model(args) -> int:
         if seed is None:  # standalone use: draw the task's seed set on the fly
             seed = os.path.join(tmp, "seed.parquet")
             make_datasets(cfg, seed, os.path.join(tmp, "eval.parquet"))
-        _emit(init_model(cfg, seed, args.out, metrics_path=args.metrics))
+        _emit(init_model(_step_config(args), seed, args.out, metrics_path=args.metrics))
     return 0
 
 
 def cmd_prompts(args) -> int:
     from flywheel.steps.data import sample_prompts
 
-    _emit(sample_prompts(_config(args), args.iteration, args.out, previous_summary=args.previous_summary,
+    _emit(sample_prompts(_step_config(args), args.iteration, args.out, previous_summary=args.previous_summary,
                          proposed_path=args.proposed, metrics_path=args.metrics))
     return 0
 
@@ -269,30 +288,32 @@ def cmd_prompts(args) -> int:
 def cmd_propose(args) -> int:
     from flywheel.steps.propose import propose_problems
 
-    _emit(propose_problems(args.model, args.prompts, args.eval_set, args.out, args.dropped, _config(args),
-                           args.iteration, metrics_path=args.metrics))
+    with tempfile.TemporaryDirectory() as tmp:
+        _emit(propose_problems(args.model, args.prompts, args.eval_set, args.out, args.dropped, _step_config(args),
+                               args.iteration, plan_path=_plan(args, tmp), metrics_path=args.metrics))
     return 0
 
 
 def cmd_generate(args) -> int:
     from flywheel.steps.generate import generate_samples
 
-    _emit(generate_samples(args.model, args.prompts, args.out, _config(args), iteration=args.iteration,
-                           plan_path=args.plan, metrics_path=args.metrics))
+    with tempfile.TemporaryDirectory() as tmp:
+        _emit(generate_samples(args.model, args.prompts, args.out, _step_config(args), iteration=args.iteration,
+                               plan_path=_plan(args, tmp), metrics_path=args.metrics))
     return 0
 
 
 def cmd_verify(args) -> int:
     from flywheel.steps.verify import verify_samples
 
-    _emit(verify_samples(args.samples, args.out, _config(args), metrics_path=args.metrics))
+    _emit(verify_samples(args.samples, args.out, _step_config(args), metrics_path=args.metrics))
     return 0
 
 
 def cmd_curate(args) -> int:
     from flywheel.steps.curate import curate_samples
 
-    _emit(curate_samples(args.verdicts, args.seed_set, args.out, args.dropped, _config(args), args.iteration,
+    _emit(curate_samples(args.verdicts, args.seed_set, args.out, args.dropped, _step_config(args), args.iteration,
                          previous_path=args.previous, eval_path=args.eval_set, metrics_path=args.metrics))
     return 0
 
@@ -301,16 +322,27 @@ def cmd_train(args) -> int:
     from flywheel.steps.train import train_model
 
     rank = int(os.environ.get("RANK", "0"))  # under torchrun (a TrainJob's node) only rank 0 writes the metrics
-    _emit(train_model(args.model, args.data, args.out, _config(args), metrics_path=args.metrics if rank == 0 else None))
+    _emit(train_model(args.model, args.data, args.out, _step_config(args), metrics_path=args.metrics if rank == 0 else None))
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from flywheel.steps.evaluate import evaluate_model
 
-    _emit(evaluate_model(args.model, args.eval_set, args.out, _config(args), args.iteration,
+    _emit(evaluate_model(args.model, args.eval_set, args.out, _step_config(args), args.iteration,
                          previous_metrics_path=args.previous_metrics, seed_path=args.seed_set,
                          metrics_path=args.metrics))
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from flywheel.steps.promote import promote_model
+
+    out = Path(args.out)
+    _emit(promote_model(args.champion, args.champion_results, args.champion_metrics, args.challenger,
+                        args.challenger_results, args.challenger_metrics, out / "model", out / "results.parquet",
+                        out / "metrics.json", _step_config(args), args.iteration,
+                        previous_decision=args.previous_decision, metrics_path=args.metrics))
     return 0
 
 
@@ -319,9 +351,13 @@ def cmd_record(args) -> int:
 
     s = record_iteration(_config(args), args.iteration, args.summary, args.report, evaluate=args.evaluate,
                          previous_summary=args.previous_summary, generate=args.generate, verify=args.verify,
-                         curate=args.curate, train=args.train, verdicts=args.verdicts, prepare=args.prepare,
+                         curate=args.curate, train=args.train, promote=args.promote, verdicts=args.verdicts, prepare=args.prepare,
                          dropped=args.dropped, curated=args.curated, model=args.model, results=args.results,
                          propose=args.propose)
+    if args.plots:
+        from flywheel.versions import write_plots
+
+        write_plots(s, args.plots)
     print_summary(s)
     return 0
 
@@ -331,8 +367,7 @@ def cmd_record(args) -> int:
 GROUPS = (
     ("run the loop", ("run", "repro", "compare", "fetch", "dvc-yaml"),
      "flywheel run examples/arithmetic.yaml --out runs/demo"),
-    ("one step on files", ("prepare", "init-model", "prompts", "propose", "generate", "verify", "curate", "train",
-                           "evaluate", "record"),
+    ("one step on files", tuple(n for n in NAMES if n != "merge-shards"),
      "flywheel init-model examples/arithmetic.yaml --out runs/m0 --metrics runs/m0.json"),
     ("on a cluster (Kubeflow Pipelines)", ("compile", "submit", "upload", "schedule", "trigger"),
      "flywheel submit examples/arithmetic.yaml --host https://kfp.example.com"),
@@ -443,6 +478,7 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--iteration", type=int, required=True)
     sp.add_argument("--out", required=True, help="kept problems (Parquet), for the next iteration's --proposed")
     sp.add_argument("--dropped", required=True, help="every other proposal with its reason (Parquet)")
+    sp.add_argument("--plan", help="the prompts step's metrics JSON: its plan's temperature samples the pass rate")
     sp = step("generate", cmd_generate, "sample K answers per prompt")
     sp.add_argument("--model", required=True, help="model folder or hub id")
     sp.add_argument("--prompts", required=True)
@@ -471,6 +507,14 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--iteration", type=int, default=0)
     sp.add_argument("--previous-metrics", help="the previous model's evaluation metrics, to compare")
     sp.add_argument("--seed-set", help="adds accuracy on difficulties beyond the seed set")
+    sp = step("promote", cmd_promote, "champion or challenger, by a paired test on the held-out items")
+    sp.add_argument("--iteration", type=int, required=True)
+    for role in ("champion", "challenger"):
+        sp.add_argument(f"--{role}", required=True, help=f"the {role} model folder")
+        sp.add_argument(f"--{role}-results", required=True, help=f"the {role}'s evaluation results (Parquet)")
+        sp.add_argument(f"--{role}-metrics", required=True, help=f"the {role}'s evaluation metrics (JSON)")
+    sp.add_argument("--previous-decision", help="the previous iteration's promote metrics (patience)")
+    sp.add_argument("--out", required=True, help="folder: the champion's model/, results.parquet, metrics.json")
     sp = command("record", cmd_record, "append an iteration to summary.json (with its manifest), render the "
                  "report, log it to W&B")
     sp.add_argument("--iteration", type=int, required=True)
@@ -478,7 +522,8 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report", required=True, help="report.html to write")
     sp.add_argument("--evaluate", required=True, help="the evaluate step's metrics (JSON)")
     sp.add_argument("--previous-summary", help="summary.json of the previous iteration")
-    for name in ("prepare", "generate", "verify", "curate", "train", "propose"):
+    sp.add_argument("--plots", help="also write the tables dvc.yaml's plots draw into this folder")
+    for name in ("prepare", "generate", "verify", "curate", "train", "promote", "propose"):
         sp.add_argument(f"--{name}", help=f"the {name} step's metrics (JSON)")
     for name in ("verdicts", "dropped", "curated", "model", "results"):
         sp.add_argument(f"--{name}", help=f"the iteration's {name} (for W&B)")

@@ -66,7 +66,7 @@ def task_names(pipeline) -> dict[str, tuple[int, str]]:
                 continue  # a condition or a ParallelFor: a group of tasks, never run itself
             it = int(words[-1]) if words[-1].isdigit() else 0
             step = "-".join(words[:-1] if words[-1].isdigit() else words)
-            step = {"prepare-data": "prepare", "merge-shards": "merge"}.get(step, step)
+            step = {"merge-shards": "merge"}.get(step, step)  # display names are the step table's
             names[key] = names[task.component_ref.name.removeprefix("comp-")] = (it, step)
     return names
 
@@ -248,7 +248,7 @@ STAGE_METRICS = re.compile(r"^> flywheel .* --(?:metrics|summary) (\S+)")
 
 
 def stage_name(stage: str) -> tuple[int, str]:
-    """A dvc.yaml stage name (versions.dvc_yaml: 'generate_2', 'init_model', 'prepare') -> (iteration, step)."""
+    """A dvc.yaml stage name (versions.dvc_yaml: 'generate_2', 'init-model', 'prepare') -> (iteration, step)."""
     base, _, tail = stage.rpartition("_")
     if base and tail.isdigit():
         return int(tail), base.replace("_", "-")

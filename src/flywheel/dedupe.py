@@ -1,7 +1,7 @@
 """Near-duplicate detection for curate: MinHash signatures and LSH from `datasketch`, candidates confirmed
 by the exact Jaccard similarity of the shingle sets.
 
-Texts are shingled into word n-grams (as `flywheel.gates.ngrams`: lower case, whitespace split; a text shorter
+Texts are shingled into word n-grams (`flywheel.text.shingles`: lower case, whitespace split; a text shorter
 than n words is one shingle, so short texts such as arithmetic rows are near-duplicates only when equal).
 Two choices make this faster than the plain datasketch recipe (bench/curate.py measures both):
 - shingles are hashed all at once with pandas' vectorised, seedless SipHash (`pd.util.hash_array`) instead
@@ -18,20 +18,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from flywheel.text import shingles
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 
 
 def _identity(x):
     return x
-
-
-def shingles(text: str, n: int) -> set[str]:
-    """The word n-grams of `flywheel.gates.ngrams`, as strings (built without the tuples: the hot loop)."""
-    w = text.lower().split()
-    if len(w) <= n:
-        return {" ".join(w)} if w else set()
-    return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
 
 
 def _hash_sets(sets: Sequence[set[str]]) -> list[list[int]]:

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable
 
 from flywheel.config import Config
 from flywheel.io import read_table, write_json, write_text
+from flywheel.text import distinct_ngram_ratio, ngrams, words  # noqa: F401 - shared with dedupe and propose
 
 
 class GateError(ValueError):
@@ -43,28 +44,6 @@ class GateError(ValueError):
     def __init__(self, message: str, failed: list[str] = ()):
         super().__init__(message)
         self.failed = list(failed)
-
-
-# --- n-grams, shared by diversity, contamination and near-duplicate detection ---------------------------
-
-def words(text: str) -> list[str]:
-    """Normalised words: lower case, split on whitespace."""
-    return str(text).lower().split()
-
-
-def ngrams(text: str | list[str], n: int) -> list[tuple[str, ...]]:
-    """Word n-grams of `text` (or of a list of words); a text shorter than n words is one n-gram (itself), so
-    short texts such as arithmetic prompts compare as wholes."""
-    w = words(text) if isinstance(text, str) else text
-    if len(w) <= n:
-        return [tuple(w)] if w else []
-    return [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
-
-
-def distinct_ngram_ratio(texts: Iterable[str], n: int) -> float:
-    """Distinct n-grams / all n-grams over `texts` (distinct-n, Li et al. 2016); 0 for no text."""
-    grams = [g for t in texts for g in ngrams(t, n)]
-    return len(set(grams)) / len(grams) if grams else 0.0
 
 
 @functools.lru_cache(maxsize=4)
@@ -298,8 +277,10 @@ _GX_LOCK = threading.Lock()
 # read from the suites themselves (`known_rule_ids`), so `gates.warn` is checked against what runs. A test
 # checks that every `check_gate` call in the package is listed here.
 GATE_SUITES = {"samples": ["flywheel.steps.generate:samples_suite"],
+               "proposals": ["flywheel.steps.propose:proposals_suite"],
                "verdicts": ["flywheel.steps.verify:verdicts_suite"],
-               "curated": ["flywheel.steps.curate:curated_suite", "flywheel.steps.grpo_prompts:grpo_prompts_suite"],
+               "curated": ["flywheel.steps.curate:curated_suite", "flywheel.steps.grpo_prompts:grpo_prompts_suite",
+                           "flywheel.steps.pairs:pairs_suite"],
                "rollouts": ["flywheel.train.grpo:rollouts_suite"],
                "results": ["flywheel.steps.evaluate:results_suite"]}
 _listing = threading.local()  # set while known_rule_ids calls the suites: expectations() returns stand-ins

@@ -328,22 +328,32 @@ recipe {html.escape(cfg['train']['recipe'])}</h1>
     return write_text(page, path)
 
 
-GATES = (("generate", "samples"), ("verify", "verdicts"), ("curate", "curated"), ("train", "rollouts"),
-         ("eval", "results"))  # train has a gate under recipe grpo only (its rollouts)
+def _gates() -> tuple[tuple[str, str], ...]:
+    """(summary key, gate) of every gated step of an iteration, from the step table (summary key 'eval' for
+    evaluate); train has a gate under recipe grpo only (its rollouts)."""
+    from flywheel.steps.table import STEPS
+
+    return tuple(({"evaluate": "eval"}.get(s.name, s.name), s.gate) for s in STEPS if s.gate)
+
+
+GATES = _gates()
 
 
 def _gates_table(its: list[dict]) -> str:
     """Quality gates per iteration: passed / warnings / off, with the rules behind each (docs/data.md)."""
-    def cell(g: dict | None) -> str:
+    def cell(step: dict | None) -> str:
+        if not step:
+            return "<td>-</td>"  # the step did not run in this iteration
+        g = step.get("gate")
         if not g:
-            return "<td>-</td>"
+            return "<td>no gate</td>"  # it ran, and nothing checked what it wrote (e.g. train under sft)
         if not g.get("enabled", True):
             return "<td>off</td>"
         warn = f"<br>warn: {html.escape(', '.join(g['warnings']))}" if g.get("warnings") else ""
         return f"<td title='{html.escape(g.get('report', ''))}'>passed ({g['rules']} rules){warn}</td>"
 
     rows = "".join("<tr><td>" + str(it["iteration"]) + "</td>" + "".join(
-        cell(it.get(step, {}).get("gate")) for step, _ in GATES) + "</tr>" for it in its)
+        cell(it.get(step)) for step, _ in GATES) + "</tr>" for it in its)
     if not any(it.get(step, {}).get("gate") for it in its for step, _ in GATES):
         return ""
     head = "".join(f"<th>{name}</th>" for _, name in GATES)

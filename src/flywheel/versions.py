@@ -25,21 +25,6 @@ import yaml
 
 from flywheel.config import Config
 
-# The config sections each step reads (its DVC params): a change elsewhere does not rerun it.
-STEP_PARAMS = {
-    "prepare": ["seed", "task", "evaluate.per_difficulty", "data"],
-    "init-model": ["seed", "task", "model", "train"],
-    "prompts": ["seed", "task", "generate.prompts_per_iteration"],
-    "propose": ["seed", "task", "propose", "generate", "verify"],
-    "generate": ["seed", "generate", "gates"],
-    "verify": ["task", "verify", "gates"],
-    "curate": ["seed", "curate", "gates"],
-    "train": ["train"],
-    "evaluate": ["seed", "task", "verify", "evaluate", "generate.max_new_tokens", "generate.top_p", "gates"],
-    "record": ["tracking"],
-}
-
-
 def _has(raw: dict, key: str) -> bool:
     node = raw
     for part in key.split("."):
@@ -49,100 +34,148 @@ def _has(raw: dict, key: str) -> bool:
     return True
 
 
+def dvc_params(raw: dict, step: str) -> list[str]:
+    """A stage's DVC params: the config keys of its row in the step table (flywheel/steps/table.py), those the
+    file sets (DVC refuses params missing from the file; a key left at its default cannot change unseen), or
+    for a row that reads every key (record) the file's top-level keys."""
+    from flywheel.steps.table import ALL, row
+
+    reads = row(step).reads
+    keys = list(raw) if ALL in reads else [k for k in reads if _has(raw, k)]
+    # a key under one already listed would be listed twice (DVC: 'train' and 'train.recipe')
+    return [k for k in keys if not any(k.startswith(o + ".") for o in keys if o != k)]
+
+
 def dvc_stages(cfg: Config, config: str, raw: dict, data: str = "data", metrics: str = "metrics") -> dict:
-    """dvc.yaml for `cfg` (read from the file `config`, a path relative to the repository root).
+    """dvc.yaml for `cfg` (read from the file `config`, a path relative to the repository root): the same
+    iteration DAG as the KFP pipeline (pipelines/flywheel_pipeline.py), each stage a step's CLI subcommand.
 
     Layout: data/prepare/{seed,eval}.parquet, data/iter_0/model, data/iter_I/{prompts,generate,verify,curate,
-    model,evaluate}; each step's folder (a DVC output) holds its table and the gate's report beside it; the
-    next stage depends on the table alone, so a new report does not rerun it. Metrics (git-tracked, not
-    cached) go to metrics/iter_I/STEP.json, so `dvc metrics show` lists the accuracy per iteration.
+    model,evaluate,promote,record}; each step's folder (a DVC output) holds its table and the gate's report
+    beside it; the next stage depends on the table alone, so a new report does not rerun it. Metrics
+    (git-tracked, not cached) go to metrics/iter_I/STEP.json, so `dvc metrics show` lists the accuracy per
+    iteration. The champion (promote's model) feeds the next iteration, as in the pipeline; a stop criterion
+    does not skip later stages (DVC has no conditions): their promote records the stop.
     """
-    def _stage(config: str, cmd: list[str], step: str, deps: list[str], outs: list[str], metrics: str) -> dict:
-        # DVC refuses params missing from the file: sections left at their defaults are not listed
-        params = [k for k in STEP_PARAMS[step] if _has(raw, k)]
+    from flywheel.pipelines.flywheel_pipeline import reads_summary
+
+    def _stage(step: str, args: list[str], deps: list[str], outs: list[str], m: str | None,
+               cmd: str | None = None) -> dict:
+        stage = {"cmd": " ".join(["flywheel", cmd or step, config, *args, *(["--metrics", m] if m else [])]),
+                 "deps": deps, "params": [{config: dvc_params(raw, step)}], "outs": list(outs)}
         # Only evaluate's file is a DVC metric, so `dvc metrics show` is the accuracy per iteration (every
         # step's metrics file as a metric made it a table of ~200 columns); the others are plain outputs,
         # git-tracked like it (cache: false), and `dvc metrics show metrics/iter_1/train.json` still reads one.
-        m = {metrics: {"cache": False}}
-        if step == "evaluate":
-            return {"cmd": " ".join(["flywheel", step, config, *cmd, "--metrics", metrics]), "deps": deps,
-                    "params": [{config: params}], "outs": outs, "metrics": [m]}
-        return {"cmd": " ".join(["flywheel", step, config, *cmd, "--metrics", metrics]), "deps": deps,
-                "params": [{config: params}], "outs": [*outs, m]}
+        if m and step == "evaluate":
+            stage["metrics"] = [{m: {"cache": False}}]
+        elif m:
+            stage["outs"].append({m: {"cache": False}})
+        return stage
 
     seed, ev = f"{data}/prepare/seed.parquet", f"{data}/prepare/eval.parquet"
     st: dict[str, dict] = {}
-    st["prepare"] = _stage(config, ["--seed-set", seed, "--eval-set", ev], "prepare", [], [seed, ev],
-                           f"{metrics}/prepare.json")
+    st["prepare"] = _stage("prepare", ["--seed-set", seed, "--eval-set", ev], [], [seed, ev], f"{metrics}/prepare.json")
     base = f"{data}/iter_0/model"
-    st["init_model"] = _stage(config, ["--seed-set", seed, "--out", base], "init-model", [seed], [base],
-                              f"{metrics}/iter_0/init_model.json")
-    st["evaluate_0"] = _stage(config, ["--model", base, "--eval-set", ev, "--seed-set", seed, "--iteration", "0",
-                                       "--out", f"{data}/iter_0/evaluate/results.parquet"], "evaluate",
-                              [base, ev, seed], [f"{data}/iter_0/evaluate"], f"{metrics}/iter_0/evaluate.json")
+    st["init-model"] = _stage("init-model", ["--seed-set", seed, "--out", base], [seed], [base],
+                              f"{metrics}/iter_0/init-model.json")
+    res0 = f"{data}/iter_0/evaluate/results.parquet"
+    st["evaluate_0"] = _stage("evaluate", ["--model", base, "--eval-set", ev, "--seed-set", seed, "--iteration", "0",
+                                           "--out", res0], [base, ev, seed], [f"{data}/iter_0/evaluate"],
+                              f"{metrics}/iter_0/evaluate.json")
+
     def _record(i: int, inputs: dict[str, str]) -> dict:
         """summary.json (with the manifest), report.html and the W&B run of iteration i, in data/iter_i/record."""
         out = f"{data}/iter_{i}/record"
         args = [f"--{k} {v}" for k, v in inputs.items()]
-        return {"cmd": " ".join(["flywheel", "record", config, "--iteration", str(i), *args,
-                                 "--summary", f"{out}/summary.json", "--report", f"{out}/report.html"]),
-                "deps": list(inputs.values()), "params": [{config: [k for k in STEP_PARAMS["record"] if _has(raw, k)]}],
-                "outs": [out]}
+        return _stage("record", ["--iteration", str(i), *args, "--summary", f"{out}/summary.json",
+                                 "--report", f"{out}/report.html"], list(inputs.values()), [out], None)
 
     st["record_0"] = _record(0, {"evaluate": f"{metrics}/iter_0/evaluate.json", "prepare": f"{metrics}/prepare.json",
-                                 "results": f"{data}/iter_0/evaluate/results.parquet"})
-    model, curated, proposed = base, None, None
+                                 "results": res0})
+    # the champion: model, its results and metrics (promote's output from iteration 1 on)
+    champion = (base, res0, f"{metrics}/iter_0/evaluate.json")
+    curated, proposed, decision = None, None, None
     for i in range(1, cfg.iterations + 1):
         d, m = f"{data}/iter_{i}", f"{metrics}/iter_{i}"
+        prompts, plan = f"{d}/prompts/prompts.parquet", f"{m}/prompts.json"  # plan: the prompts step's metrics
         carry = ["--proposed", proposed] if proposed else []
-        st[f"prompts_{i}"] = _stage(config, ["--iteration", str(i), *carry, "--out", f"{d}/prompts/prompts.parquet"],
-                                    "prompts", carry[1:], [f"{d}/prompts"], f"{m}/prompts.json")
+        if reads_summary(cfg):
+            carry += ["--previous-summary", f"{data}/iter_{i - 1}/record/summary.json"]
+        st[f"prompts_{i}"] = _stage("prompts", ["--iteration", str(i), *carry, "--out", prompts], carry[1::2],
+                                    [f"{d}/prompts"], plan)
         proposed = None
         if cfg.propose.enabled and i < cfg.iterations:  # the last iteration's proposals would feed nothing
             proposed = f"{d}/propose/proposals.parquet"
-            st[f"propose_{i}"] = _stage(config, ["--model", model, "--prompts", f"{d}/prompts/prompts.parquet",
-                                                 "--eval-set", ev, "--iteration", str(i), "--out", proposed,
-                                                 "--dropped", f"{d}/propose/dropped.parquet"], "propose",
-                                        [model, f"{d}/prompts/prompts.parquet", ev], [f"{d}/propose"],
-                                        f"{m}/propose.json")
-        st[f"generate_{i}"] = _stage(config, ["--model", model, "--prompts", f"{d}/prompts/prompts.parquet",
-                                              "--iteration", str(i), "--out", f"{d}/generate/samples.parquet"],
-                                     "generate", [model, f"{d}/prompts/prompts.parquet"], [f"{d}/generate"], f"{m}/generate.json")
-        st[f"verify_{i}"] = _stage(config, ["--samples", f"{d}/generate/samples.parquet",
-                                            "--out", f"{d}/verify/verdicts.parquet"], "verify",
-                                   [f"{d}/generate/samples.parquet"], [f"{d}/verify"], f"{m}/verify.json")
+            st[f"propose_{i}"] = _stage("propose", ["--model", champion[0], "--prompts", prompts, "--plan", plan,
+                                                    "--eval-set", ev, "--iteration", str(i), "--out", proposed,
+                                                    "--dropped", f"{d}/propose/dropped.parquet"],
+                                        [champion[0], prompts, plan, ev], [f"{d}/propose"], f"{m}/propose.json")
+        samples, verdicts = f"{d}/generate/samples.parquet", f"{d}/verify/verdicts.parquet"
+        st[f"generate_{i}"] = _stage("generate", ["--model", champion[0], "--prompts", prompts, "--plan", plan,
+                                                  "--iteration", str(i), "--out", samples],
+                                     [champion[0], prompts, plan], [f"{d}/generate"], f"{m}/generate.json")
+        st[f"verify_{i}"] = _stage("verify", ["--samples", samples, "--out", verdicts], [samples], [f"{d}/verify"],
+                                   f"{m}/verify.json")
         prev = ["--previous", curated] if curated and cfg.curate.data_policy == "accumulate" else []
-        st[f"curate_{i}"] = _stage(config, ["--verdicts", f"{d}/verify/verdicts.parquet", "--seed-set", seed,
-                                            "--eval-set", ev, "--iteration", str(i), *prev,
-                                            "--out", f"{d}/curate/curated.parquet",
-                                            "--dropped", f"{d}/curate/dropped.parquet"], "curate",
-                                   [f"{d}/verify/verdicts.parquet", seed, ev, *prev[1:]], [f"{d}/curate"],
-                                   f"{m}/curate.json")
-        start = model if cfg.train.init_from == "current" else base
-        st[f"train_{i}"] = _stage(config, ["--model", start, "--data", f"{d}/curate/curated.parquet",
-                                           "--out", f"{d}/model"], "train", [start, f"{d}/curate/curated.parquet"],
+        cur = f"{d}/curate/curated.parquet"
+        st[f"curate_{i}"] = _stage("curate", ["--verdicts", verdicts, "--seed-set", seed, "--eval-set", ev,
+                                              "--iteration", str(i), *prev, "--out", cur,
+                                              "--dropped", f"{d}/curate/dropped.parquet"],
+                                   [verdicts, seed, ev, *prev[1:]], [f"{d}/curate"], f"{m}/curate.json")
+        start = champion[0] if cfg.train.init_from == "current" else base
+        st[f"train_{i}"] = _stage("train", ["--model", start, "--data", cur, "--out", f"{d}/model"], [start, cur],
                                   [f"{d}/model"], f"{m}/train.json")
-        st[f"evaluate_{i}"] = _stage(config, ["--model", f"{d}/model", "--eval-set", ev, "--seed-set", seed,
-                                              "--iteration", str(i), "--previous-metrics",
-                                              f"{metrics}/iter_{i - 1}/evaluate.json",
-                                              "--out", f"{d}/evaluate/results.parquet"], "evaluate",
-                                     [f"{d}/model", ev, seed, f"{metrics}/iter_{i - 1}/evaluate.json"],
+        results = f"{d}/evaluate/results.parquet"
+        st[f"evaluate_{i}"] = _stage("evaluate", ["--model", f"{d}/model", "--eval-set", ev, "--seed-set", seed,
+                                                  "--iteration", str(i), "--previous-metrics", champion[2],
+                                                  "--out", results], [f"{d}/model", ev, seed, champion[2]],
                                      [f"{d}/evaluate"], f"{m}/evaluate.json")
+        last = ["--previous-decision", decision] if decision else []
+        p = f"{d}/promote"
+        st[f"promote_{i}"] = _stage("promote", ["--iteration", str(i), "--champion", champion[0],
+                                                "--champion-results", champion[1], "--champion-metrics", champion[2],
+                                                "--challenger", f"{d}/model", "--challenger-results", results,
+                                                "--challenger-metrics", f"{m}/evaluate.json", *last, "--out", p],
+                                    [*champion, f"{d}/model", results, f"{m}/evaluate.json", *last[1:]], [p],
+                                    f"{m}/promote.json")
         st[f"record_{i}"] = _record(i, {"generate": f"{m}/generate.json", "verify": f"{m}/verify.json",
                                         "curate": f"{m}/curate.json", "train": f"{m}/train.json",
-                                        "evaluate": f"{m}/evaluate.json", "verdicts": f"{d}/verify/verdicts.parquet",
-                                        "dropped": f"{d}/curate/dropped.parquet",
-                                        "curated": f"{d}/curate/curated.parquet", "model": f"{d}/model",
-                                        "results": f"{d}/evaluate/results.parquet",
+                                        "evaluate": f"{m}/evaluate.json", "promote": f"{m}/promote.json",
+                                        "verdicts": verdicts, "dropped": f"{d}/curate/dropped.parquet",
+                                        "curated": cur, "model": f"{d}/model", "results": results,
                                         "previous-summary": f"{data}/iter_{i - 1}/record/summary.json",
                                         **({"propose": f"{m}/propose.json"} if proposed else {})})
-        model, curated = f"{d}/model", f"{d}/curate/curated.parquet"
+        champion = (f"{p}/model", f"{p}/results.parquet", f"{p}/metrics.json")
+        curated, decision = cur, f"{m}/promote.json"
     for s in st.values():
         if not s["deps"]:
             del s["deps"]
         if not s["params"][0][config]:
             del s["params"]
-    return {"stages": st}
+    # `dvc plots show`: accuracy per iteration and per difficulty, from the tables the last record writes
+    acc, by_diff = f"{metrics}/plots/accuracy.json", f"{metrics}/plots/accuracy_by_difficulty.json"
+    last = st[f"record_{cfg.iterations}"]
+    last["cmd"] += f" --plots {metrics}/plots"
+    last["outs"] += [{acc: {"cache": False}}, {by_diff: {"cache": False}}]
+    plots = [{acc: {"x": "iteration", "y": ["accuracy", "accuracy_beyond_seed"],
+                    "title": "held-out accuracy per iteration"}},
+             {by_diff: {"x": "difficulty", "y": [f"iteration {i}" for i in range(cfg.iterations + 1)],
+                        "title": "held-out accuracy per difficulty, one line per iteration"}}]
+    return {"stages": st, "plots": plots}
+
+
+def write_plots(summary: dict, folder: str | Path) -> None:
+    """The tables `dvc plots show` draws (dvc.yaml's `plots:`): accuracy per iteration, and per difficulty
+    with one column per iteration."""
+    from flywheel.io import write_json
+
+    its = summary["iterations"]
+    write_json([{"iteration": it["iteration"], "accuracy": it["eval"]["accuracy"],
+                 "accuracy_beyond_seed": it["eval"].get("accuracy_beyond_seed")} for it in its],
+               Path(folder) / "accuracy.json")
+    diffs = sorted({int(k) for it in its for k in it["eval"].get("accuracy_by_difficulty", {})})
+    write_json([{"difficulty": d, **{f"iteration {it['iteration']}": it["eval"]["accuracy_by_difficulty"].get(str(d))
+                                     for it in its}} for d in diffs], Path(folder) / "accuracy_by_difficulty.json")
 
 
 def dvc_yaml(config: str) -> str:
@@ -232,7 +265,10 @@ def manifest(cfg: Config, entry: dict, image_digest: str | None = None) -> dict:
     import os
 
     hashes = {}
-    for step in ("generate", "verify", "curate", "train", "eval"):  # train: recipe grpo's rollouts
+    from flywheel.steps.table import STEPS
+
+    # every gated step's hashes (summary keys: 'eval' for evaluate); train: recipe grpo's rollouts
+    for step in ({"evaluate": "eval"}.get(s.name, s.name) for s in STEPS if s.gate):
         for role, h in ((entry.get(step) or {}).get("gate") or {}).get("hashes", {}).items():
             hashes[f"{step}.{role}"] = h
     verifier = cfg.verify.verifier
@@ -240,13 +276,19 @@ def manifest(cfg: Config, entry: dict, image_digest: str | None = None) -> dict:
         "iteration": entry["iteration"],
         "seeds": {"seed": cfg.seed, "train.seed": cfg.train.seed,
                   "sampling seed": cfg.seed + entry["iteration"]},
-        "sampling": {**cfg.generate.model_dump(), "evaluate": cfg.evaluate.model_dump()},
+        # the plan (the prompts step's) is what generate sampled with: it wins over the config's values
+        "sampling": {**cfg.generate.model_dump(), **_plan_values(entry), "evaluate": cfg.evaluate.model_dump()},
         "verifier": {"name": verifier if verifier != "task" else f"task {cfg.task.name!r}",
                      "task": cfg.task.model_dump(), "version": _verifier_version(cfg)},
         "libraries": library_versions(),
         "image": cfg.pipeline.image, "image_digest": image_digest or os.environ.get("FLYWHEEL_IMAGE_DIGEST"),
         "hashes": hashes,
     }
+
+
+def _plan_values(entry: dict) -> dict:
+    plan = (entry.get("generate") or {}).get("plan") or {}
+    return {k: plan[k] for k in ("temperature", "samples_per_prompt") if k in plan} | ({"plan": plan} if plan else {})
 
 
 def _verifier_version(cfg: Config) -> str:

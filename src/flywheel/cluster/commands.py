@@ -1,4 +1,5 @@
-"""CLI subcommands for a cluster: submit, upload, schedule, trigger (added to `flywheel` by cli.py).
+"""CLI subcommands for a cluster: submit, upload, schedule, trigger (added to `flywheel` by cli.py; this
+module imports nothing from the CLI).
 
 Each prints the URL of what it made in the KFP UI on stdout (one line), and any detail on stderr.
 """
@@ -16,8 +17,13 @@ def _host(sp) -> None:
     sp.add_argument("--experiment", default="flywheel", help="KFP experiment to file runs under")
 
 
+def _config(args):
+    from flywheel.config import load_config
+
+    return load_config(args.config, args.set)
+
+
 def _submitter(args):
-    from flywheel.cli import _config
     from flywheel.cluster.submit import Submitter
 
     cfg = _config(args)
@@ -78,7 +84,6 @@ def cmd_schedule(args) -> int:
 def cmd_trigger(args) -> int:
     import json
 
-    from flywheel.cli import _config
     from flywheel.cluster.trigger import TriggerError, run_trigger
 
     if bool(args.data_repo) != bool(args.data_file):

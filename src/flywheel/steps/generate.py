@@ -130,14 +130,16 @@ def generate_samples(model_dir: str | Path, prompts_path: str | Path, out_path: 
                "seconds": round(seconds, 2), "tokens_per_second": round(new_tokens / seconds, 1),
                "unfinished": int((~df["finished"]).sum()), "plan": plan,
                "backend": backend, "backend_reason": backend_why}
-    metrics["gate"] = check_gate("samples", out_path, samples_suite, cfg,
+    metrics["gate"] = check_gate("samples", out_path, samples_suite, cfg, samples_per_prompt=plan["samples_per_prompt"],
                                  inputs={"model": model_dir, "prompts": prompts_path})
     return metrics
 
 
-def samples_suite(cfg: Config) -> list:
-    """The rules every generated-samples table must meet (docs/data.md, 'samples')."""
-    E, g, k = expectations(), cfg.gates, cfg.generate.samples_per_prompt
+def samples_suite(cfg: Config, samples_per_prompt: int = 0) -> list:
+    """The rules every generated-samples table must meet (docs/data.md, 'samples'); K is the plan's
+    (`samples_per_prompt`; the config's when no plan is given, e.g. listing the rules)."""
+    E, g = expectations(), cfg.gates
+    k = samples_per_prompt or cfg.generate.samples_per_prompt
     return [
         rule("samples.schema", E.ExpectTableColumnsToMatchSet(column_set=list(SAMPLE_COLUMNS), exact_match=False),
              "all sample columns", "every column of docs/architecture.md, 'Artifacts'"),
@@ -162,5 +164,5 @@ def samples_suite(cfg: Config) -> list:
              "completion lengths within the sampling budget", f"0..{cfg.generate.max_new_tokens} tokens "
                                                                f"(generate.max_new_tokens)"),
         rule("samples.sample_ids", E.ExpectColumnValuesToBeBetween(column="sample_id", min_value=0, max_value=k - 1),
-             "K samples per prompt", f"sample_id in 0..{k - 1} (generate.samples_per_prompt)"),
+             "K samples per prompt", f"sample_id in 0..{k - 1} (the plan's samples per prompt)"),
     ]

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from flywheel.config import Config
+from flywheel.gates import check_gate, expectations, rule
 from flywheel.io import read_table, write_table
 from flywheel.schema import DROPPED_COLUMNS, PAIR_COLUMNS, VERDICT_COLUMNS
 
@@ -154,10 +155,34 @@ def curate_pairs(verdicts_path: str | Path, seed_path: str | Path, out_path: str
     drops["duplicate_of"] = [first_id[key[i]] if dup[i] else "" for i in drops.index]
     write_table(out, out_path)
     write_table(drops[list(DROPPED_COLUMNS)].reset_index(drop=True), dropped_path)
-    return {
+    metrics = {
         "pairs": True, "kept": len(out), "kept_new": len(own), "kept_carried": len(carried), "kept_seed": 0,
         "prompts_paired": int(own["prompt_id"].nunique()), "dropped": len(drops),
         "dropped_by_reason": {str(k): int(v) for k, v in drops["drop_reason"].value_counts().items()},
         "kept_by_difficulty": {str(k): int(v) for k, v in own.groupby("difficulty").size().items()},
         "fallback": None if len(out) else "no preference pairs: the train step passes the model on unchanged",
     }
+    metrics["gate"] = check_gate("curated", out_path, pairs_suite, cfg, inputs={"verdicts": verdicts_path})
+    return metrics
+
+
+def pairs_suite(cfg: Config) -> list:
+    """The rules the preference pairs (recipes dpo, spin) must meet before train uses them (docs/data.md)."""
+    E, g = expectations(), cfg.gates
+    return [
+        rule("pairs.schema", E.ExpectTableColumnsToMatchSet(column_set=list(PAIR_COLUMNS), exact_match=False),
+             "all pair columns", "every column of docs/architecture.md, 'Artifacts'"),
+        *(rule(f"pairs.no_null_{c}", E.ExpectColumnValuesToNotBeNull(column=c), f"every pair has a {c} answer",
+               "0 nulls") for c in ("chosen", "rejected")),
+        *(rule(f"pairs.{c}_length", E.ExpectColumnValueLengthsToBeBetween(column=c, max_value=g.max_completion_chars),
+               f"{c} answers are not too long", f"<= {g.max_completion_chars} chars (gates.max_completion_chars)")
+          for c in ("chosen", "rejected")),
+        rule("pairs.prompt_length", E.ExpectColumnValueLengthsToBeBetween(
+            column="prompt", min_value=1, max_value=g.max_prompt_chars),
+             "prompts are non-empty and not too long", f"1..{g.max_prompt_chars} chars (gates.max_prompt_chars)"),
+        rule("pairs.score_order", E.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="chosen_score", column_B="rejected_score", or_equal=True),
+             "the chosen answer scores at least the rejected one", "chosen_score >= rejected_score"),
+        rule("pairs.unique", E.ExpectCompoundColumnsToBeUnique(column_list=["prompt", "chosen", "rejected"]),
+             "no pair twice", "unique (prompt, chosen, rejected)"),
+    ]

@@ -26,8 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 from flywheel.config import Config
-from flywheel.gates import words
-from flywheel.io import read_table, write_table
+from flywheel.gates import check_gate, expectations, rule
+from flywheel.io import read_json, read_table, write_table
+from flywheel.text import words
 from flywheel.schema import DROPPED_PROPOSAL_COLUMNS, PROBLEM_COLUMNS, PROPOSAL_COLUMNS, SAMPLE_COLUMNS
 from flywheel.steps import step
 from flywheel.steps.data import task_of
@@ -107,16 +108,19 @@ def keep_in_window(candidates: list[dict], pass_rates: list[float], window: tupl
 
 @step
 def propose_problems(model_dir: str | Path, prompts_path: str | Path, eval_path: str | Path, out_path: str | Path,
-                     dropped_path: str | Path, cfg: Config, iteration: int) -> dict:
+                     dropped_path: str | Path, cfg: Config, iteration: int,
+                     plan_path: str | Path | None = None) -> dict:
     """Write `propose.proposals` problems with the model at `model_dir`, from examples of the iteration's
     prompts (`prompts_path`); keep those it solves sometimes but not always (`out_path`, problem rows for the
-    next iteration's prompts step); every other one goes to `dropped_path` with its reason."""
+    next iteration's prompts step); every other one goes to `dropped_path` with its reason. The pass rate is
+    sampled at the temperature of the iteration's plan (`plan_path`: the prompts step's metrics), as generate's."""
     from flywheel.model import load_model
     from flywheel.steps.generate import rendered_prompts
     from flywheel.steps.verify import verifier_of
     from flywheel.steps.vllm_backend import open_decoder
 
     p, g = cfg.propose, cfg.generate
+    temperature = read_json(plan_path, "prompt plan")["plan"]["temperature"] if plan_path else g.temperature
     task = task_of(cfg)
     check_can_propose(task, cfg.task.name)
     pool = read_table(prompts_path, PROBLEM_COLUMNS, what="prompts")
@@ -133,7 +137,7 @@ def propose_problems(model_dir: str | Path, prompts_path: str | Path, eval_path:
     rates: list[float] = []
     if candidates:
         answers = decoder.decode(rendered_prompts(model_dir, [c["prompt"] for c in candidates], cfg)[0],
-                                 samples=p.samples, temperature=g.temperature, top_p=g.top_p,
+                                 samples=p.samples, temperature=temperature, top_p=g.top_p,
                                  max_new_tokens=g.max_new_tokens, batch_size=g.batch_size, seed=seed + 1,
                                  desc="propose: pass rate", keys=[c["prompt_id"] for c in candidates],
                                  add_special_tokens=special)
@@ -151,9 +155,32 @@ def propose_problems(model_dir: str | Path, prompts_path: str | Path, eval_path:
     write_table(dropped_df.astype({"difficulty": int}), dropped_path)
     reasons = dropped_df["drop_reason"].value_counts()
     valid = len(texts) - int(reasons.get("invalid", 0))
-    return {"proposed": len(texts), "valid": valid, "valid_share": round(valid / max(len(texts), 1), 4),
+    metrics = {"proposed": len(texts), "valid": valid, "valid_share": round(valid / max(len(texts), 1), 4),
             "candidates": len(candidates), "kept": len(kept_df),
             "dropped_by_reason": {r: int(reasons.get(r, 0)) for r in REASONS},
             "kept_by_difficulty": {str(k): int(v) for k, v in kept_df.groupby("difficulty").size().items()},
             "candidate_pass_rate": round(sum(rates) / len(rates), 4) if rates else None,
-            "examples": texts[:5], "backend": decoder.backend, "backend_reason": decoder.reason}
+            "examples": texts[:5], "backend": decoder.backend, "backend_reason": decoder.reason,
+            "temperature": temperature}
+    metrics["gate"] = check_gate("proposals", out_path, proposals_suite, cfg,
+                                 inputs={"model": model_dir, "prompts": prompts_path})
+    return metrics
+
+
+def proposals_suite(cfg: Config) -> list:
+    """The rules the kept proposals must meet before they join the next iteration's prompts (docs/data.md)."""
+    E, g = expectations(), cfg.gates
+    lo, hi = cfg.propose.pass_rate_window
+    return [
+        rule("proposals.schema", E.ExpectTableColumnsToMatchSet(column_set=list(PROPOSAL_COLUMNS), exact_match=False),
+             "all proposal columns", "every column of docs/architecture.md, 'Artifacts'"),
+        rule("proposals.prompt_length", E.ExpectColumnValueLengthsToBeBetween(
+            column="prompt", min_value=1, max_value=g.max_prompt_chars),
+             "proposed prompts are non-empty and not too long", f"1..{g.max_prompt_chars} chars (gates.max_prompt_chars)"),
+        rule("proposals.unique_prompts", E.ExpectColumnValuesToBeUnique(column="prompt"),
+             "no proposal twice", "unique prompt"),
+        rule("proposals.unique_ids", E.ExpectColumnValuesToBeUnique(column="prompt_id"),
+             "one id per proposal", "unique prompt_id"),
+        rule("proposals.pass_rate", E.ExpectColumnValuesToBeBetween(column="pass_rate", min_value=lo, max_value=hi),
+             "kept proposals are solved sometimes but not always", f"pass_rate in [{lo}, {hi}] (propose.pass_rate_window)"),
+    ]
