@@ -23,7 +23,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Ou
 
 
 def configure(config: str, model: str, task_data: str, samples_per_prompt: int, temperature: float,
-              max_new_tokens: int, learning_rate: float, train_steps: int, recipe: str, seed: int
+              max_new_tokens: int, learning_rate: float, train_steps: int, recipe: str, seed: int, fixed: str = "{}"
               ) -> NamedTuple("Slices", [("prepare", str), ("init_model", str), ("prompts", str), ("propose", str),
                                          ("generate", str), ("verify", str), ("curate", str), ("train", str),
                                          ("evaluate", str), ("promote", str), ("record", str)]):
@@ -36,6 +36,13 @@ def configure(config: str, model: str, task_data: str, samples_per_prompt: int, 
     cfg = merge_form(config, model=model, task_data=task_data, samples_per_prompt=samples_per_prompt,
                      temperature=temperature, max_new_tokens=max_new_tokens, learning_rate=learning_rate,
                      train_steps=train_steps, recipe=recipe, seed=seed)
+    import json
+
+    for step, compiled in json.loads(fixed).items():  # slices fixed at compile time (sharded generate/verify)
+        if config_slice(cfg, step) != compiled:
+            raise ValueError(f"cluster.shards > 1: the {step} step's settings are fixed when the pipeline is compiled "
+                             f"(its pods run in a ParallelFor); this run changes them: recompile the pipeline with "
+                             f"the new values (flywheel compile / flywheel run) instead of changing them in the run form")
     names = ("prepare", "init_model", "prompts", "propose", "generate", "verify", "curate", "train", "evaluate",
              "promote", "record")
     return namedtuple("Slices", names)(*(config_slice(cfg, row(n.replace("_", "-")).name) for n in names))

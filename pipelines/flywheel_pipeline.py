@@ -16,6 +16,7 @@ beside the whole config as JSON; the first task, `configure`, merges them and ha
        └───────────────────────────────────────────────────────────────────────────────────────────────┘
 """
 
+import json
 from contextlib import ExitStack
 
 from kfp import dsl
@@ -38,6 +39,13 @@ def build_pipeline(cfg: Config):
     """The `@dsl.pipeline` function for `cfg` (its image, name and iteration count are compile-time)."""
     c = placed(make_components(cfg.pipeline.image), cfg)  # GPUs, nodes, secrets: cfg.cluster
     config_default, form = cfg.to_json(), form_defaults(cfg)
+    # Sharded generate/verify run inside a ParallelFor, and kfp.local hands a ParallelFor body the loop item
+    # in place of any upstream task's output parameter (kfp 2.17.3: checked with a two-component pipeline).
+    # Their slices are therefore fixed when the pipeline is compiled, and `configure` refuses a run whose
+    # config changes them (recompile instead), so no setting is ever silently ignored.
+    from flywheel.steps.table import config_slice
+
+    fixed = {n: config_slice(cfg, n) for n in ("generate", "verify")} if cfg.cluster.shards > 1 else {}
 
     def flywheel(config: str = config_default, model: str = form["model"], task_data: str = form["task_data"],
                  samples_per_prompt: int = form["samples_per_prompt"], temperature: float = form["temperature"],
@@ -45,8 +53,9 @@ def build_pipeline(cfg: Config):
                  train_steps: int = form["train_steps"], recipe: str = form["recipe"], seed: int = form["seed"]):
         conf = c.configure(config=config, model=model, task_data=task_data, samples_per_prompt=samples_per_prompt,
                            temperature=temperature, max_new_tokens=max_new_tokens, learning_rate=learning_rate,
-                           train_steps=train_steps, recipe=recipe, seed=seed).set_display_name("configure")
-        s = conf.outputs  # each step's config slice: its cache key changes only with the keys it reads
+                           train_steps=train_steps, recipe=recipe, seed=seed,
+                           fixed=json.dumps(fixed)).set_display_name("configure")
+        s = {**conf.outputs, **fixed}  # each step's config slice: its cache key changes only with the keys it reads
         data = c.prepare(config=s["prepare"]).set_display_name("prepare")
         seed_set, eval_set = data.outputs["seed_set"], data.outputs["eval_set"]
         base = c.init_model(config=s["init_model"], seed_set=seed_set).set_display_name("init-model")

@@ -43,7 +43,7 @@ def test_the_console_has_one_line_per_step_and_ends_with_the_table(run):
     lines = run["console"].rstrip("\n").split("\n")
     steps = [ln for ln in lines if re.match(r"^iter \d+ ", ln)]
     tasks = len(set(task_names(build_pipeline(load_config(run["dir"] / "tiny.yaml"))).values()))
-    assert len(steps) == tasks == 4 + 8 * 2  # prepare, init, evaluate 0, record 0; 8 tasks per iteration
+    assert len(steps) == tasks == 5 + 8 * 2  # configure, prepare, init, evaluate 0, record 0; 8 per iteration
     assert all(re.search(r" ok ", ln) and re.search(r"\d+\.\d s$", ln) for ln in steps), steps
     assert re.search(r"verify\s+ok\s+pass \d\.\d\d", run["console"]) and "train       ok      loss" in run["console"]
     assert len(list((run["out"] / "logs").glob("iter-*.log"))) == tasks
