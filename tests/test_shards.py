@@ -103,3 +103,27 @@ def test_fan_out_runs_in_kfp_local_and_matches_one_shard(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["iterations"][1]["generate"]["shards"] == 3
     assert summary["iterations"][1]["verify"]["samples"] == len(single)
+
+
+def test_a_sharded_pipeline_refuses_a_run_that_changes_its_compiled_generate_settings():
+    # kfp.local cannot hand a task's output into a ParallelFor body, so sharded generate/verify keep the
+    # compiled slices; configure stops a run whose form changes them instead of silently ignoring it
+    import json
+
+    import pytest
+
+    from flywheel.components.steps import configure
+    from flywheel.pipelines.form import form_defaults
+    from flywheel.steps.table import config_slice
+
+    from conftest import tiny_config
+
+    cfg = tiny_config()
+    fixed = json.dumps({n: config_slice(cfg, n) for n in ("generate", "verify")})
+    form = form_defaults(cfg)
+    assert configure(cfg.to_json(), **form, fixed=fixed).generate == json.loads(fixed)["generate"]
+    with pytest.raises(ValueError, match="generate step's settings are fixed when the pipeline is compiled"):
+        configure(cfg.to_json(), **{**form, "max_new_tokens": form["max_new_tokens"] + 2}, fixed=fixed)
+    # the temperature reaches generate through the prompts step's plan, not its slice: that is not refused
+    configure(cfg.to_json(), **{**form, "temperature": form["temperature"] + 0.5}, fixed=fixed)
+    assert configure(cfg.to_json(), **{**form, "learning_rate": 0.5}, fixed=fixed).train != config_slice(cfg, "train")
