@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+from flywheel.steps.table import lookup
+
 # form field -> (config key, Python type, help line shown in the UI)
 FORM: dict[str, tuple[str, type, str]] = {
     "model": ("model.base", str, "Starting model: 'embedded', 'smollm2-135m-instruct', a checkpoint path or a hub id."),
@@ -24,20 +26,11 @@ FORM: dict[str, tuple[str, type, str]] = {
 }
 
 
-def _get(data: dict, key: str):
-    node = data
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def form_defaults(cfg) -> dict:
     """The form's default values: the compiled config's."""
     data = cfg.model_dump(mode="json")
-    return {name: typ(_get(data, key) if _get(data, key) is not None else typ())
-            for name, (key, typ, _) in FORM.items()}
+    values = {name: lookup(data, key) for name, (key, _, _) in FORM.items()}
+    return {name: typ(values[name] if values[name] is not None else typ()) for name, (_, typ, _) in FORM.items()}
 
 
 def merge_form(config: str, **fields):

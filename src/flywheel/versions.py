@@ -25,23 +25,14 @@ import yaml
 
 from flywheel.config import Config
 
-def _has(raw: dict, key: str) -> bool:
-    node = raw
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def dvc_params(raw: dict, step: str) -> list[str]:
     """A stage's DVC params: the config keys of its row in the step table (flywheel/steps/table.py), those the
     file sets (DVC refuses params missing from the file; a key left at its default cannot change unseen), or
     for a row that reads every key (record) the file's top-level keys."""
-    from flywheel.steps.table import ALL, row
+    from flywheel.steps.table import ALL, lookup, row
 
-    reads = row(step).reads
-    keys = list(raw) if ALL in reads else [k for k in reads if _has(raw, k)]
+    reads, missing = row(step).reads, object()  # a key set to null in the file is still set
+    keys = list(raw) if ALL in reads else [k for k in reads if lookup(raw, k, missing) is not missing]
     # a key under one already listed would be listed twice (DVC: 'train' and 'train.recipe')
     return [k for k in keys if not any(k.startswith(o + ".") for o in keys if o != k)]
 

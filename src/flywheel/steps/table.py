@@ -89,6 +89,16 @@ def row(name: str) -> Step:
 
 # --- each step's part of the config ----------------------------------------------------------------------
 
+def lookup(data: dict, key: str, default: Any = None) -> Any:
+    """The value at dotted `key` in nested dicts ('train.lora.r'), or `default` where a part is missing."""
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
 def _tree(keys: tuple[str, ...]) -> dict | bool:
     """Dotted keys as a tree: ('a.b', 'c') -> {'a': {'b': True}, 'c': True}; ALL -> True."""
     if ALL in keys:
