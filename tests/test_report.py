@@ -83,7 +83,7 @@ def test_record_stores_intervals_and_shows_one_readable_sample_per_prompt(tmp_pa
     rows = [{"prompt_id": f"p{k}", "prompt": f"{k}0+10=", "reference": f"{k + 1}00", "difficulty": 1 + k % 2,
              "sample_id": j, "completion": f"{k + 1}00" if j == 0 else "000", "prompt_tokens": 4,
              "completion_tokens": 3, "finished": True, "model": "m", "correct": j == 0, "score": float(j == 0),
-             "reason": "correct" if j == 0 else "wrong: expected x, got 000"} for k in range(6) for j in range(4)]
+             "reason": "correct" if j == 0 else f"wrong: expected {k + 1}00, got 000"} for k in range(6) for j in range(4)]
     write_table(pd.DataFrame(rows), tmp_path / "verdicts.parquet")
     write_table(pd.DataFrame({"prompt_id": [f"e{k}" for k in range(30)], "difficulty": [1] * 20 + [2] * 10,
                               "correct": [True] * 15 + [False] * 15}), tmp_path / "results.parquet")
@@ -98,5 +98,9 @@ def test_record_stores_intervals_and_shows_one_readable_sample_per_prompt(tmp_pa
     assert lo < 0.75 < hi and it["intervals"]["accuracy_beyond_seed"][0] == 0.0
     ex = s["examples"]
     assert len({e["prompt"] for e in ex}) == len(ex) == 6  # 3 correct + 3 wrong prompts, never one prompt twice
-    assert ex[0]["readable"] == {"prompt": "0 + 1 =", "completion": "1", "reference": "1"}  # arithmetic: 00+10= reversed
-    assert "0 + 1 =" in (tmp_path / "r.html").read_text()
+    assert ex[0]["readable"] == {"prompt": "0 + 1 =", "completion": "1", "reference": "1",
+                                 "reason": "correct"}  # arithmetic: 00+10= reversed
+    wrong = next(e for e in ex if e["prompt"] == "40+10=")
+    assert wrong["readable"]["reason"] == "wrong: expected 5, got 0"  # the verdict in the digits people read
+    html = (tmp_path / "r.html").read_text()
+    assert "0 + 1 =" in html and "wrong: expected 5, got 0" in html

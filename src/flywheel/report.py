@@ -91,7 +91,8 @@ def example_rows(df, task, per_kind: int = 4) -> list[dict]:
             row = {k: r[k] for k in ("prompt", "completion", "reference", "correct", "reason")}
             row["score"] = float(r["score"]) if "score" in r else None
             if readable:
-                row["readable"] = {k: readable(r[k]) for k in ("prompt", "completion", "reference")}
+                # the reason too: "wrong: expected 543670, got 643671" quotes the raw (reversed) digits
+                row["readable"] = {k: readable(r[k]) for k in ("prompt", "completion", "reference", "reason")}
             rows.append(row)
     return rows
 
@@ -241,7 +242,9 @@ def plot_summary(summary: dict) -> list[tuple[str, str]]:
             left += w
         ax.set(xlabel="seconds (inside the step function; a task adds its process start)", ylabel="iteration")
         ax.invert_yaxis()
-        ax.legend(fontsize=7, ncol=4, loc="lower right")
+        # above the axes: inside, it hid the last iteration's bars
+        ax.legend(fontsize=7, ncol=len(steps), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False,
+                  handlelength=1, columnspacing=0.8)
         plots.append(("Time per step", _png(fig)))
         plt.close(fig)
     return plots
@@ -293,7 +296,7 @@ def write_report(summary: dict, path: str | Path) -> Path:
             *([("reward margin", lambda it: it.get("train", {}).get("reward_margin"))]
               if any(it.get("train", {}).get("reward_margin") is not None for it in its) else []),
             ("promoted", lambda it: _promotion(it.get("promote"), ci(it, "promote_delta"))),
-            ("seconds", lambda it: round(sum(v for v in it["durations"].values() if v), 1))]
+            ("seconds", lambda it: f'{sum(v for v in it["durations"].values() if v):.1f}')]
     table = "<tr>" + "".join(f"<th>{c}</th>" for c, _ in cols) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{_fmt(get(it))}</td>" for _, get in cols) + "</tr>" for it in its)
     plots = "".join(f'<figure><img src="data:image/png;base64,{png}"><figcaption>{t}</figcaption></figure>'
@@ -303,11 +306,13 @@ def write_report(summary: dict, path: str | Path) -> Path:
         def text(e, k):
             raw = f"<code>{html.escape(str(e[k]))}</code>"
             nice = (e.get("readable") or {}).get(k)
-            return f"{html.escape(nice)}<br><small>{raw}</small>" if nice is not None else raw
+            if nice is None or nice == str(e[k]):
+                return raw
+            return f"{html.escape(nice)}<br><small>{raw}</small>"
 
         rows = "".join(
             f"<tr class={'ok' if e['correct'] else 'bad'}><td>{text(e, 'prompt')}</td><td>{text(e, 'completion')}</td>"
-            f"<td>{text(e, 'reference')}</td><td>{_fmt(e.get('score'))}</td><td>{html.escape(e['reason'])}</td></tr>"
+            f"<td>{text(e, 'reference')}</td><td>{_fmt(e.get('score'))}</td><td>{text(e, 'reason')}</td></tr>"
             for e in summary["examples"])
         examples = (f"<h2>Sample rows (iteration {summary.get('examples_iteration')}: one sample per prompt, "
                     f"correct first)</h2><table><tr><th>prompt</th><th>completion</th><th>reference</th><th>score</th>"
@@ -341,10 +346,12 @@ GATES = _gates()
 
 def _gates_table(its: list[dict]) -> str:
     """Quality gates per iteration: passed / warnings / off, with the rules behind each (docs/data.md)."""
-    def cell(step: dict | None) -> str:
+    def cell(name: str, step: dict | None) -> str:
         if not step:
             return "<td>-</td>"  # the step did not run in this iteration
         g = step.get("gate")
+        if not g and name == "train":  # train writes rollouts (and has their gate) under recipe grpo only
+            return "<td title='no rollouts under this recipe'>-</td>"
         if not g:
             return "<td>no gate</td>"  # it ran, and nothing checked what it wrote (e.g. train under sft)
         if not g.get("enabled", True):
@@ -353,7 +360,7 @@ def _gates_table(its: list[dict]) -> str:
         return f"<td title='{html.escape(g.get('report', ''))}'>passed ({g['rules']} rules){warn}</td>"
 
     rows = "".join("<tr><td>" + str(it["iteration"]) + "</td>" + "".join(
-        cell(it.get(step)) for step, _ in GATES) + "</tr>" for it in its)
+        cell(step, it.get(step)) for step, _ in GATES) + "</tr>" for it in its)
     if not any(it.get(step, {}).get("gate") for it in its for step, _ in GATES):
         return ""
     head = "".join(f"<th>{name}</th>" for _, name in GATES)
