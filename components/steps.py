@@ -30,7 +30,7 @@ def configure(config: str, model: str, task_data: str, samples_per_prompt: int, 
     """The run form's fields merged into the config (validated as one config), cut into one slice per step."""
     from collections import namedtuple
 
-    from flywheel.pipelines.form import merge_form
+    from flywheel.pipelines.form import check_shape, merge_form
     from flywheel.steps.table import config_slice, row
 
     cfg = merge_form(config, model=model, task_data=task_data, samples_per_prompt=samples_per_prompt,
@@ -38,7 +38,9 @@ def configure(config: str, model: str, task_data: str, samples_per_prompt: int, 
                      train_steps=train_steps, recipe=recipe, seed=seed)
     import json
 
-    for step, compiled in json.loads(fixed).items():  # slices fixed at compile time (sharded generate/verify)
+    fixed = json.loads(fixed)
+    check_shape(cfg, fixed.get("shape", {}))  # iterations, propose, the summary edge, pipeline, cluster
+    for step, compiled in fixed.get("slices", {}).items():  # fixed at compile time (sharded generate/verify)
         if config_slice(cfg, step) != compiled:
             raise ValueError(f"cluster.shards > 1: the {step} step's settings are fixed when the pipeline is compiled "
                              f"(its pods run in a ParallelFor); this run changes them: recompile the pipeline with "

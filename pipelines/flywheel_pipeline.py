@@ -24,15 +24,8 @@ from kfp import dsl
 from flywheel.components.steps import make_components
 from flywheel.config import Config
 from flywheel.pipelines.fanout import generate_and_verify
-from flywheel.pipelines.form import FORM, form_defaults
+from flywheel.pipelines.form import FORM, compiled_shape, form_defaults, reads_summary
 from flywheel.pipelines.placement import placed
-
-
-def reads_summary(cfg: Config) -> bool:
-    """Whether the prompts step needs the run's summary so far: adaptive sampling, the frontier curriculum and
-    grow_threshold plan from the last iteration (fixed when the pipeline is compiled, like `iterations`)."""
-    g = cfg.generate
-    return g.adaptive or g.curriculum == "frontier" or g.grow_threshold > 0
 
 
 def build_pipeline(cfg: Config):
@@ -45,7 +38,9 @@ def build_pipeline(cfg: Config):
     # config changes them (recompile instead), so no setting is ever silently ignored.
     from flywheel.steps.table import config_slice
 
-    fixed = {n: config_slice(cfg, n) for n in ("generate", "verify")} if cfg.cluster.shards > 1 else {}
+    slices = {n: config_slice(cfg, n) for n in ("generate", "verify")} if cfg.cluster.shards > 1 else {}
+    # iterations, propose, the summary edge, placement: the graph itself; configure refuses a run that changes them
+    fixed = {"slices": slices, "shape": compiled_shape(cfg)}
 
     def flywheel(config: str = config_default, model: str = form["model"], task_data: str = form["task_data"],
                  samples_per_prompt: int = form["samples_per_prompt"], temperature: float = form["temperature"],
@@ -55,7 +50,7 @@ def build_pipeline(cfg: Config):
                            temperature=temperature, max_new_tokens=max_new_tokens, learning_rate=learning_rate,
                            train_steps=train_steps, recipe=recipe, seed=seed,
                            fixed=json.dumps(fixed)).set_display_name("configure")
-        s = {**conf.outputs, **fixed}  # each step's config slice: its cache key changes only with the keys it reads
+        s = {**conf.outputs, **slices}  # each step's config slice: its cache key changes only with the keys it reads
         data = c.prepare(config=s["prepare"]).set_display_name("prepare")
         seed_set, eval_set = data.outputs["seed_set"], data.outputs["eval_set"]
         base = c.init_model(config=s["init_model"], seed_set=seed_set).set_display_name("init-model")
@@ -113,7 +108,9 @@ def build_pipeline(cfg: Config):
     flywheel.__doc__ = "Run the self-improvement loop.\n\n    Args:\n" + "".join(
         f"        {name}: {line}\n" for name, line in [
             ("config", "The run config as JSON (docs/config.md): everything the fields below do not set. "
-                       "`iterations`, `pipeline` and `cluster` are fixed when the pipeline is compiled."),
+                       "`iterations`, `propose.enabled`, `pipeline`, `cluster` and the summary-reading switches "
+                       "(adaptive, frontier, grow_threshold) are fixed when the pipeline is compiled: a run that "
+                       "changes them is refused."),
             *((name, f"{help_} ({key}; wins over config)") for name, (key, _, help_) in FORM.items())])
     return dsl.pipeline(name=cfg.pipeline.name,
                         description=f"flywheel self-improvement loop: up to {cfg.iterations} iterations of "

@@ -26,6 +26,35 @@ FORM: dict[str, tuple[str, type, str]] = {
 }
 
 
+def reads_summary(cfg) -> bool:
+    """Whether the prompts step needs the run's summary so far: adaptive sampling, the frontier curriculum and
+    grow_threshold plan from the last iteration (fixed when the pipeline is compiled, like `iterations`)."""
+    g = cfg.generate
+    return g.adaptive or g.curriculum == "frontier" or g.grow_threshold > 0
+
+
+def compiled_shape(cfg) -> dict:
+    """What the compiled pipeline's graph is built from: a run that changes any of it would be silently run
+    with the compiled graph, so `configure` refuses it (`check_shape`)."""
+    return {"iterations": cfg.iterations, "propose.enabled": cfg.propose.enabled,
+            "reads the summary (generate.adaptive, generate.curriculum: frontier or generate.grow_threshold > 0)":
+                reads_summary(cfg),
+            "pipeline": cfg.pipeline.model_dump(mode="json"), "cluster": cfg.cluster.model_dump(mode="json")}
+
+
+def check_shape(cfg, compiled: dict) -> None:
+    """One clear error where the run's config changes what the compiled graph was built from."""
+    from flywheel.config import ConfigError
+
+    now = compiled_shape(cfg)
+    changed = [k for k in compiled if now.get(k) != compiled[k]]
+    if changed:
+        says = "; ".join(f"{k}: compiled {json.dumps(compiled[k])[:80]}, this run {json.dumps(now.get(k))[:80]}"
+                         for k in changed)
+        raise ConfigError(f"the run form's config changes what the pipeline was compiled from ({says}): "
+                          "recompile it with the new config (flywheel compile / flywheel upload) instead")
+
+
 def form_defaults(cfg) -> dict:
     """The form's default values: the compiled config's."""
     data = cfg.model_dump(mode="json")

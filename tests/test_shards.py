@@ -119,9 +119,9 @@ def test_a_sharded_pipeline_refuses_a_run_that_changes_its_compiled_generate_set
     from conftest import tiny_config
 
     cfg = tiny_config()
-    fixed = json.dumps({n: config_slice(cfg, n) for n in ("generate", "verify")})
+    fixed = json.dumps({"slices": {n: config_slice(cfg, n) for n in ("generate", "verify")}})
     form = form_defaults(cfg)
-    assert configure(cfg.to_json(), **form, fixed=fixed).generate == json.loads(fixed)["generate"]
+    assert configure(cfg.to_json(), **form, fixed=fixed).generate == json.loads(fixed)["slices"]["generate"]
     with pytest.raises(ValueError, match="generate step's settings are fixed when the pipeline is compiled"):
         configure(cfg.to_json(), **{**form, "max_new_tokens": form["max_new_tokens"] + 2}, fixed=fixed)
     # the temperature reaches generate through the prompts step's plan, not its slice: that is not refused

@@ -62,6 +62,31 @@ def test_the_run_form_has_typed_fields_with_defaults_and_help(tmp_path):
     assert "generate.temperature" in params["temperature"]["description"]
 
 
+
+def test_a_run_form_config_that_changes_the_compiled_graph_is_refused():
+    # iterations, propose, the summary edge (adaptive / frontier / grow_threshold), pipeline and cluster build
+    # the graph when it is compiled: a run setting them in the form's config would be run with the old graph
+    from flywheel.components.steps import configure
+    from flywheel.pipelines.flywheel_pipeline import build_pipeline
+    from flywheel.pipelines.form import form_defaults
+
+    cfg = tiny_config()
+    spec = build_pipeline(cfg).pipeline_spec  # the configure task's compiled `fixed` constant, as KFP passes it
+    task = spec.root.dag.tasks["configure"]
+    fixed = task.inputs.parameters["fixed"].runtime_value.constant.string_value
+    form = form_defaults(cfg)
+    assert configure(cfg.to_json(), **form, fixed=fixed).train  # the compiled config itself runs
+    configure(parse_config({**json.loads(cfg.to_json()), "train": {**cfg.train.model_dump(), "learning_rate": 0.5}}
+                           ).to_json(), **form, fixed=fixed)  # a step's own setting is the form's to change
+    for change, says in (({"iterations": cfg.iterations + 1}, "iterations: compiled 2, this run 3"),
+                         ({"generate": {**cfg.generate.model_dump(), "adaptive": True}}, "reads the summary"),
+                         ({"propose": {**cfg.propose.model_dump(), "enabled": True, "max_new_tokens": 8}}, "propose.enabled"),
+                         ({"cluster": {"shards": 2}}, "cluster")):
+        data = {**json.loads(cfg.to_json()), **change}
+        with pytest.raises(ConfigError, match=f"changes what the pipeline was compiled from.*{says}.*recompile"):
+            configure(json.dumps(data), **form, fixed=fixed)
+
+
 def _flywheel(*args) -> list[str]:
     """`flywheel ARGS` in this process's environment: its console lines."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

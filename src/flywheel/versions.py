@@ -48,7 +48,7 @@ def dvc_stages(cfg: Config, config: str, raw: dict, data: str = "data", metrics:
     iteration. The champion (promote's model) feeds the next iteration, as in the pipeline; a stop criterion
     does not skip later stages (DVC has no conditions): their promote records the stop.
     """
-    from flywheel.pipelines.flywheel_pipeline import reads_summary
+    from flywheel.pipelines.form import reads_summary
 
     def _stage(step: str, args: list[str], deps: list[str], outs: list[str], m: str | None,
                cmd: str | None = None) -> dict:
