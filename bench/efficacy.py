@@ -148,7 +148,7 @@ def main() -> None:
     (d / "efficacy.json").write_text(json.dumps({"start": start, "arms": results}, indent=2, default=str))
     for arm, r in results.items():
         if r.get("durations"):
-            print(f"{arm}: seconds per step " + ", ".join(f"{k} {v:.0f}" for k, v in r["durations"].items()))
+            print(f"{arm}: seconds in each loop step (3 iterations) " + ", ".join(f"{k} {v:.0f}" for k, v in r["durations"].items()))
     print(f"\ndetails: {d / 'efficacy.json'}")
 
 
