@@ -187,7 +187,7 @@ def part_loop(d: Path, gpu: bool, args) -> dict:
     summary = json.loads((d / "loop" / "summary.json").read_text())
     last = summary["iterations"][-1]
     return {"config": config, "wall_s": round(wall, 1), "step_s": last.get("durations", {}),
-            "accuracy": [it.get("eval", {}).get("accuracy") for it in summary["iterations"]],
+            "accuracy": [it.get("evaluate", {}).get("accuracy") for it in summary["iterations"]],
             "generate_backend": last.get("generate", {}).get("backend")}
 
 

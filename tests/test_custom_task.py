@@ -65,7 +65,7 @@ def test_the_tutorial_package_runs_through_the_loop(installed, tmp_path):
     assert main(["run", str(tmp_path / "reverse.yaml"), "--out", str(tmp_path / "out")]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     it = summary["iterations"][1]
-    assert set(it["eval"]["accuracy_by_difficulty"]) == {"2", "3", "4"}  # the task's difficulty levels
+    assert set(it["evaluate"]["accuracy_by_difficulty"]) == {"2", "3", "4"}  # the task's difficulty levels
     root = next((tmp_path / "out" / "kfp").iterdir())
     verdicts = read_table(root / "verify" / "verdicts")
     assert verdicts["prompt"].str.endswith(">").all()  # the task's prompts

@@ -129,13 +129,13 @@ def test_grow_threshold_needs_a_task_that_takes_top():
 
 @pytest.mark.parametrize("last, top", [
     (None, 2),                                                                       # nothing measured yet
-    ({"eval": {"accuracy_by_difficulty": {"1": 1.0, "2": 0.9, "3": 0.2}}}, 3),        # seed level mastered
-    ({"eval": {"accuracy_by_difficulty": {"1": 1.0, "2": 0.7, "3": 0.2}}}, 2),        # not yet
-    ({"eval": {"accuracy_by_difficulty": {"2": 1.0, "3": 0.95, "4": 0.9}},
+    ({"evaluate": {"accuracy_by_difficulty": {"1": 1.0, "2": 0.9, "3": 0.2}}}, 3),        # seed level mastered
+    ({"evaluate": {"accuracy_by_difficulty": {"1": 1.0, "2": 0.7, "3": 0.2}}}, 2),        # not yet
+    ({"evaluate": {"accuracy_by_difficulty": {"2": 1.0, "3": 0.95, "4": 0.9}},
       "generate": {"plan": {"top_difficulty": 3}}}, 4),                              # one digit, not two
-    ({"eval": {"accuracy_by_difficulty": {"2": 1.0, "3": 0.5}},
+    ({"evaluate": {"accuracy_by_difficulty": {"2": 1.0, "3": 0.5}},
       "generate": {"plan": {"top_difficulty": 3}}}, 3),
-    ({"eval": {"accuracy_by_difficulty": {"2": 1.0, "3": 0.95}},
+    ({"evaluate": {"accuracy_by_difficulty": {"2": 1.0, "3": 0.95}},
       "generate": {"plan": {"top_difficulty": 3}}}, 3),                              # the hardest evaluated
 ])
 def test_grow_difficulty(last, top):
@@ -147,7 +147,7 @@ def test_prompts_follow_the_grown_difficulty(tmp_path):
                         "generate": {**TINY["generate"], "grow_threshold": 0.8}})
     summary = tmp_path / "summary.json"
     for acc, top in [(0.5, 2), (0.9, 3)]:
-        summary.write_text(json.dumps({"iterations": [{"iteration": 0, "eval": {
+        summary.write_text(json.dumps({"iterations": [{"iteration": 0, "evaluate": {
             "accuracy_by_difficulty": {"1": 1.0, "2": acc, "3": 0.1}}}]}))
         m = sample_prompts(cfg, 1, tmp_path / "p.parquet", previous_summary=summary)
         assert m["plan"]["top_difficulty"] == top and f"accuracy {acc:.3f}" in m["plan"]["top_reason"]

@@ -235,7 +235,7 @@ pipeline: {{name: smollm2-test}}
     assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     first = summary["iterations"][0]
-    assert first["eval"]["accuracy"] > 0, first["eval"]
+    assert first["evaluate"]["accuracy"] > 0, first["evaluate"]
     model, tok = load_model(tmp_path / "run" / "model")
     assert tok.chat_template and uses_chat(tok, ModelConfig())
     [[(text, _, _)]] = decode_batched(model, tok, render_prompts(tok, ["What is 2 + 3?"], ModelConfig()), samples=1,

@@ -13,8 +13,8 @@ def _summary(audit: bool) -> dict:
     its = []
     for i in range(3):
         acc = {str(d): min(1.0, 0.3 * (4 - d) + 0.2 * i) for d in range(1, 5)}
-        it = {"iteration": i, "eval": {"accuracy": sum(acc.values()) / 4, "accuracy_by_difficulty": acc},
-              "durations": {"eval": 1.0}}
+        it = {"iteration": i, "evaluate": {"accuracy": sum(acc.values()) / 4, "accuracy_by_difficulty": acc},
+              "durations": {"evaluate": 1.0}}
         if i:
             it["verify"] = {"pass_rate": 0.5, "prompts_with_correct": 0.8}
             if audit:
@@ -39,9 +39,9 @@ def test_intervals_training_curves_timings_and_reward_margin_are_drawn(tmp_path)
 
     s = _summary(audit=False)
     for it in s["iterations"]:
-        counts = {d: 50 for d in it["eval"]["accuracy_by_difficulty"]}
-        it["eval"]["seed_max_difficulty"], it["eval"]["accuracy_beyond_seed"] = 2, 0.4
-        it["intervals"] = accuracy_intervals(it["eval"], counts)
+        counts = {d: 50 for d in it["evaluate"]["accuracy_by_difficulty"]}
+        it["evaluate"]["seed_max_difficulty"], it["evaluate"]["accuracy_beyond_seed"] = 2, 0.4
+        it["intervals"] = accuracy_intervals(it["evaluate"], counts)
         if it["iteration"]:
             it["durations"].update(generate=3.0, train=5.0)
             it["train"] = {"loss": 0.2, "reward_margin": 0.9, "log_history": [

@@ -59,15 +59,15 @@ def test_summary_has_every_iteration_and_step(run):
     summary = json.loads((run["out"] / "summary.json").read_text())
     its = summary["iterations"]
     assert [it["iteration"] for it in its] == [0, 1, 2]
-    assert set(its[0]) >= {"iteration", "eval", "durations"}
+    assert set(its[0]) >= {"iteration", "evaluate", "durations"}
     for it in its[1:]:
-        assert {"generate", "verify", "curate", "train", "eval"} <= set(it)
+        assert {"generate", "verify", "curate", "train", "evaluate"} <= set(it)
         assert 0 <= it["verify"]["pass_rate"] <= 1 and it["curate"]["kept"] > 0 and it["train"]["loss"] >= 0
-        assert set(it["eval"]["accuracy_by_difficulty"]) == {"1", "2", "3"}
+        assert set(it["evaluate"]["accuracy_by_difficulty"]) == {"1", "2", "3"}
         assert all(v is not None and v >= 0 for v in it["durations"].values())
     # iteration i trains from the champion and compares its model with the champion's
     champion = its[1]["promote"]["champion_iteration"]
-    assert its[2]["eval"]["previous_accuracy"] == its[champion]["eval"]["accuracy"]
+    assert its[2]["evaluate"]["previous_accuracy"] == its[champion]["evaluate"]["accuracy"]
     assert its[1]["promote"]["promoted"] == (champion == 1)
     assert {"balance_score", "pass@1", "pass@3", "separation_auc"} <= set(its[1]["health"])
     # accumulate: iteration 2 trains on iteration 1's rows too
@@ -103,7 +103,7 @@ def test_gates_tracking_and_manifest_in_a_pipeline_run(run):
         assert (root / task / "gate").read_text().startswith(f"# Quality gate `{gate}`: passed")
     summary = json.loads((run["out"] / "summary.json").read_text())
     for it in summary["iterations"][1:]:
-        assert all(it[k]["gate"]["passed"] for k in ("generate", "verify", "curate", "eval"))
+        assert all(it[k]["gate"]["passed"] for k in ("generate", "verify", "curate", "evaluate"))
         assert it["manifest"]["hashes"]["curate.output"]["md5"] and it["tracking"]["mode"] == "offline"
     assert "Quality gates" in (run["out"] / "report.html").read_text()
     assert len(list((run["out"] / "wandb").glob("offline-run-*"))) == 3

@@ -132,7 +132,7 @@ def test_a_changed_field_reruns_exactly_the_steps_that_read_it_in_kfp_local_and_
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     dvc_summary = json.loads((repo / "data/iter_1/record/summary.json").read_text())
     for k, d in zip(kfp_summary["iterations"], dvc_summary["iterations"]):
-        assert k["eval"]["accuracy"] == d["eval"]["accuracy"]
+        assert k["evaluate"]["accuracy"] == d["evaluate"]["accuracy"]
         assert k.get("promote", {}).get("champion_iteration") == d.get("promote", {}).get("champion_iteration")
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True, capture_output=True)
     subprocess.run([*git, "commit", "-qm", "run"], cwd=repo, check=True, capture_output=True)

@@ -72,14 +72,14 @@ def test_each_iteration_is_a_wandb_run_of_the_pipeline_group_read_back_offline(t
     assert groups == {summary["run_id"]}
     last = logged[f"{summary['run_id']}-it1"]
     for row in last["history"]:  # iteration 1's run holds the whole trajectory: a chart over iterations
-        if "eval/accuracy" in row:
+        if "evaluate/accuracy" in row:
             history.setdefault(int(row["iteration"]), {}).update(row)
-    assert last["metrics"]["eval/*"] == "iteration" and last["metrics"]["train_curve/*"] == "train_curve/step"
+    assert last["metrics"]["evaluate/*"] == "iteration" and last["metrics"]["train_curve/*"] == "train_curve/step"
     # the trainer's curve, on the run's step axis
     curve = [(float(r["train_curve/step"]), float(r["train_curve/loss"])) for r in last["history"]
              if "train_curve/loss" in r]
     assert curve == [(2.0, 0.5), (4.0, 0.2)]
-    assert float(history[0]["eval/accuracy"]) == 0.25 and float(history[1]["eval/accuracy"]) == 0.75
+    assert float(history[0]["evaluate/accuracy"]) == 0.25 and float(history[1]["evaluate/accuracy"]) == 0.75
     assert float(history[1]["verify/pass_rate"]) == 0.5 and float(history[1]["gates/curate/passed"]) == 1.0
     assert float(history[1]["gates/curate/curated.seed_share"]) == 0.3
     assert {"samples", "gate_results"} <= {k.split("/")[0] for k in history[1]}

@@ -121,13 +121,15 @@ def finish_run(out: Path, cfg: Config, console, logs: Path | None) -> int:
     from flywheel.console import summary_table
 
     summary_path = final_summary(out / "kfp", cfg)
-    summary = json.loads(summary_path.read_text())
+    from flywheel.io import read_summary
+
+    summary = read_summary(summary_path)
     last = summary["iterations"][-1]
     shutil.copyfile(summary_path, out / "summary.json")
     shutil.copyfile(summary_path.with_name("report"), out / "report.html")
     model_dir = out / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
-    shutil.copytree(last["promote"]["model"] if "promote" in last else last["eval"]["model"], model_dir)
+    shutil.copytree(last["promote"]["model"] if "promote" in last else last["evaluate"]["model"], model_dir)
     if last.get("promote", {}).get("stop_reason"):
         console.print(f"stopped after iteration {last['iteration']}: {last['promote']['stop_reason']}", soft_wrap=True)
     console.print(("" if logs is None else f"logs:    {logs}\n") + f"summary: {out / 'summary.json'}\n"
@@ -154,7 +156,7 @@ def final_summary(pipeline_root: Path, cfg: Config) -> Path:
 def print_summary(summary: dict) -> None:
     print("\niteration  accuracy  beyond-seed  pass-rate  kept  train-loss  promoted")
     for it in summary["iterations"]:
-        ev = it["eval"]
+        ev = it["evaluate"]
         beyond = ev.get("accuracy_beyond_seed")
         promoted = {True: "yes", False: "no", None: "-"}[it.get("promote", {}).get("promoted")]
         print(f"{it['iteration']:>9}  {ev['accuracy']:>8.3f}  {'-' if beyond is None else f'{beyond:.3f}':>11}  "
@@ -166,7 +168,9 @@ def print_summary(summary: dict) -> None:
 def cmd_fetch(args) -> int:
     from flywheel.versions import fetch_stored
 
-    summary = json.loads(Path(args.summary).read_text())
+    from flywheel.io import read_summary
+
+    summary = read_summary(args.summary)
     entry = next((it for it in summary["iterations"] if it["iteration"] == args.iteration), None)
     if entry is None:
         raise ValueError(f"{args.summary}: no iteration {args.iteration}")
@@ -217,7 +221,9 @@ def cmd_repro(args) -> int:
     summary = Path(args.summary) if args.summary else _dvc_summary(Path("dvc.yaml"))
     if summary and summary.is_file():
         console.print(f"summary: {summary.resolve()}\n", soft_wrap=True)
-        console.print(summary_table(json.loads(summary.read_text())))
+        from flywheel.io import read_summary
+
+        console.print(summary_table(read_summary(summary)))
     return 0
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from flywheel.io import read_json, write_text
+from flywheel.io import read_summary, write_text
 
 
 def load_runs(dirs: list[str]) -> dict[str, dict]:
     runs = {}
     for d in dirs:
         name = Path(d).name or str(d)
-        runs[name] = read_json(Path(d) / "summary.json", f"run summary of {d} (a `flywheel run` output folder)")
+        runs[name] = read_summary(Path(d) / "summary.json", f"run summary of {d} (a `flywheel run` output folder)")
     return runs
 
 
@@ -27,7 +27,7 @@ def rows(runs: dict[str, dict]) -> list[dict]:
     out = []
     for name, summary in runs.items():
         for it in summary["iterations"]:
-            ev, ver = it["eval"], it.get("verify", {})
+            ev, ver = it["evaluate"], it.get("verify", {})
             out.append({"run": name, "iteration": it["iteration"], "verifier": ver.get("verifier", "-"),
                         "accuracy": ev["accuracy"], "beyond_seed": ev.get("accuracy_beyond_seed"),
                         "pass_rate": ver.get("pass_rate"),
@@ -54,8 +54,8 @@ def compare_runs(dirs: list[str], out_path: str | Path) -> list[dict]:
     for name, summary in runs.items():
         its = summary["iterations"]
         xs = [it["iteration"] for it in its]
-        line, = ax.plot(xs, [it["eval"]["accuracy"] for it in its], "o-", label=f"{name}: all held-out")
-        beyond = [it["eval"].get("accuracy_beyond_seed") for it in its]
+        line, = ax.plot(xs, [it["evaluate"]["accuracy"] for it in its], "o-", label=f"{name}: all held-out")
+        beyond = [it["evaluate"].get("accuracy_beyond_seed") for it in its]
         if any(b is not None for b in beyond):
             ax.plot(xs, beyond, "s--", color=line.get_color(), label=f"{name}: harder than the seed set")
     ax.set(xlabel="iteration", ylabel="held-out accuracy (greedy)", ylim=(-0.02, 1.02))

@@ -366,7 +366,7 @@ def summary_table(summary: dict) -> Table:
     for col in ("iteration", "accuracy", "beyond-seed", "pass-rate", "kept", "train-loss", "promoted", "seconds"):
         t.add_column(col, justify="right")
     for it in summary["iterations"]:
-        ev = it["eval"]
+        ev = it["evaluate"]
         promoted = {True: "yes", False: "no", None: "-"}[it.get("promote", {}).get("promoted")]
         secs = sum(v for v in (it.get("durations") or {}).values() if v)
         t.add_row(str(it["iteration"]), _num(ev.get("accuracy"), ".3f"), _num(ev.get("accuracy_beyond_seed"), ".3f"),

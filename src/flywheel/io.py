@@ -87,6 +87,18 @@ def read_json(path: str | Path, what: str = "metrics") -> Any:
         raise ArtifactError(f"{path}: {what} is not valid JSON ({err})") from None
 
 
+def read_summary(path: str | Path, what: str = "run summary") -> dict:
+    """A run's summary.json; one written before evaluate's entry took the step's name ('eval', until
+    2026-12-02) is read with the current name, so a resumed or compared older run still reads."""
+    summary = read_json(path, what)
+    for it in summary.get("iterations", []):
+        if "eval" in it and "evaluate" not in it:
+            it["evaluate"] = it.pop("eval")
+        if "eval" in (it.get("durations") or {}):
+            it["durations"]["evaluate"] = it["durations"].pop("eval")
+    return summary
+
+
 def _jsonable(x: Any) -> Any:
     if hasattr(x, "item"):  # numpy scalars
         return x.item()

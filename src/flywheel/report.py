@@ -16,12 +16,12 @@ import uuid
 from pathlib import Path
 
 from flywheel.config import Config
-from flywheel.io import read_json, read_table, write_json, write_text
+from flywheel.io import read_json, read_summary, read_table, write_json, write_text
 from flywheel.monitor import accuracy_intervals, gold_labels, iteration_health
 from flywheel.schema import VERDICT_COLUMNS
 from flywheel.steps.data import task_of
 
-STEP_KEYS = ("generate", "verify", "curate", "train", "eval", "promote", "propose")
+STEP_KEYS = ("generate", "verify", "curate", "train", "evaluate", "promote", "propose")
 
 
 def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, report_path: str | Path, *,
@@ -41,7 +41,7 @@ def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, repo
     from flywheel.tracking import track_iteration
     from flywheel.versions import manifest, store_artifacts
 
-    summary = read_json(previous_summary, "previous summary") if previous_summary else {
+    summary = read_summary(previous_summary, "previous summary") if previous_summary else {
         "config": cfg.model_dump(mode="json"), "iterations": []}
     # one id per pipeline run, made once and carried in the summary: groups the W&B runs of its iterations
     summary.setdefault("run_id", f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
@@ -60,7 +60,7 @@ def record_iteration(cfg: Config, iteration: int, summary_path: str | Path, repo
     if results:
         counts = read_table(results, ("difficulty",), what="evaluation results")["difficulty"].value_counts()
         entry["eval_items"] = {str(k): int(v) for k, v in sorted(counts.items())}
-        entry["intervals"] = accuracy_intervals(entry["eval"], entry["eval_items"], entry.get("promote"))
+        entry["intervals"] = accuracy_intervals(entry["evaluate"], entry["eval_items"], entry.get("promote"))
     entry["manifest"] = manifest(cfg, entry)
     to_store = {role: path for role, path in (("curated", curated), ("model", model)) if path}
     if store and to_store:
@@ -127,9 +127,9 @@ def plot_summary(summary: dict) -> list[tuple[str, str]]:
         return [lo, hi]
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    acc = [it["eval"]["accuracy"] for it in its]
+    acc = [it["evaluate"]["accuracy"] for it in its]
     ax.errorbar(xs, acc, yerr=bars(acc, "accuracy"), fmt="o-", capsize=3, label="all held-out")
-    beyond = [it["eval"].get("accuracy_beyond_seed") for it in its]
+    beyond = [it["evaluate"].get("accuracy_beyond_seed") for it in its]
     if any(b is not None for b in beyond):
         ax.errorbar(xs, [np.nan if b is None else b for b in beyond], yerr=bars(beyond, "accuracy_beyond_seed"),
                     fmt="s--", capsize=3, label="harder than the seed set")
@@ -139,10 +139,10 @@ def plot_summary(summary: dict) -> list[tuple[str, str]]:
     plots.append(("Held-out accuracy per iteration (bars: 95 % Wilson intervals)", _png(fig)))
     plt.close(fig)
 
-    levels = sorted({k for it in its for k in it["eval"]["accuracy_by_difficulty"]}, key=float)
+    levels = sorted({k for it in its for k in it["evaluate"]["accuracy_by_difficulty"]}, key=float)
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for lv in levels:
-        ys = [it["eval"]["accuracy_by_difficulty"].get(lv) for it in its]
+        ys = [it["evaluate"]["accuracy_by_difficulty"].get(lv) for it in its]
         line, = ax.plot(xs, [np.nan if y is None else y for y in ys], "o-", label=f"difficulty {lv}")
         lo, hi = bars(ys, "accuracy_by_difficulty", lv)
         if any(lo) or any(hi):
@@ -156,7 +156,7 @@ def plot_summary(summary: dict) -> list[tuple[str, str]]:
     plt.close(fig)
 
     if len(levels) > 2:  # accuracy per difficulty x iteration at a glance (Lee et al. 2025 draw it so)
-        grid = [[it["eval"]["accuracy_by_difficulty"].get(lv, float("nan")) for it in its] for lv in levels]
+        grid = [[it["evaluate"]["accuracy_by_difficulty"].get(lv, float("nan")) for it in its] for lv in levels]
         fig, ax = plt.subplots(figsize=(5.5, 0.45 * len(levels) + 1.2))
         ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto", origin="lower")
         for r, row in enumerate(grid):
@@ -277,7 +277,7 @@ def _fmt(v) -> str:
 
 def write_report(summary: dict, path: str | Path) -> Path:
     its = summary["iterations"]
-    first, last = its[0]["eval"], its[-1]["eval"]
+    first, last = its[0]["evaluate"], its[-1]["evaluate"]
     headline = (f"Held-out accuracy {first['accuracy']:.1%} at iteration {its[0]['iteration']} &rarr; "
                 f"{last['accuracy']:.1%} at iteration {its[-1]['iteration']}")
     if first.get("accuracy_beyond_seed") is not None and last.get("accuracy_beyond_seed") is not None:
@@ -287,8 +287,8 @@ def write_report(summary: dict, path: str | Path) -> Path:
         return (it.get("intervals") or {}).get(key)
 
     cols = [("iteration", lambda it: it["iteration"]),
-            ("eval accuracy [95 % CI]", lambda it: _with_ci(it["eval"]["accuracy"], ci(it, "accuracy"))),
-            ("beyond seed", lambda it: _with_ci(it["eval"].get("accuracy_beyond_seed"), ci(it, "accuracy_beyond_seed"))),
+            ("eval accuracy [95 % CI]", lambda it: _with_ci(it["evaluate"]["accuracy"], ci(it, "accuracy"))),
+            ("beyond seed", lambda it: _with_ci(it["evaluate"].get("accuracy_beyond_seed"), ci(it, "accuracy_beyond_seed"))),
             ("pass rate", lambda it: it.get("verify", {}).get("pass_rate")),
             ("kept", lambda it: it.get("curate", {}).get("kept")),
             ("dropped", lambda it: it.get("curate", {}).get("dropped")),
@@ -334,11 +334,10 @@ recipe {html.escape(cfg['train']['recipe'])}</h1>
 
 
 def _gates() -> tuple[tuple[str, str], ...]:
-    """(summary key, gate) of every gated step of an iteration, from the step table (summary key 'eval' for
-    evaluate); train has a gate under recipe grpo only (its rollouts)."""
+    """(summary key, gate) of every gated step of an iteration, from the step table; train has a gate under recipe grpo only (its rollouts)."""
     from flywheel.steps.table import STEPS
 
-    return tuple(({"evaluate": "eval"}.get(s.name, s.name), s.gate) for s in STEPS if s.gate)
+    return tuple((s.name, s.gate) for s in STEPS if s.gate)
 
 
 GATES = _gates()

@@ -40,7 +40,7 @@ from typing import Any
 from flywheel.config import Config
 from flywheel.io import read_table
 
-STEPS = ("generate", "verify", "curate", "train", "eval")
+STEPS = ("generate", "verify", "curate", "train", "evaluate")
 # Entries of a summary iteration charted besides the steps: loop health (pass@k, diversity, balance score,
 # verifier error rates) and the promotion decision (accuracies, p-value), each as its own W&B chart.
 CHARTED = STEPS + ("health", "promote")
@@ -266,7 +266,7 @@ def track_iteration(cfg: Config, summary: dict, entry: dict, run_dir: str | Path
                       "the lineage metadata", file=sys.stderr, flush=True)
     if results:
         log_artifact("eval-results", "evaluation", results, {"model": f"model-{group}:iteration-{i}",
-                                                             "model_md5": hashes.get("eval.model", {}).get("md5")})
+                                                             "model_md5": hashes.get("evaluate.model", {}).get("md5")})
     if mode == "online" and i > 1:
         # the input edge from the previous iteration's model, where W&B can record it
         with contextlib.suppress(wandb.errors.CommError):  # not logged (log_models: none, not stored)

@@ -161,11 +161,11 @@ def write_plots(summary: dict, folder: str | Path) -> None:
     from flywheel.io import write_json
 
     its = summary["iterations"]
-    write_json([{"iteration": it["iteration"], "accuracy": it["eval"]["accuracy"],
-                 "accuracy_beyond_seed": it["eval"].get("accuracy_beyond_seed")} for it in its],
+    write_json([{"iteration": it["iteration"], "accuracy": it["evaluate"]["accuracy"],
+                 "accuracy_beyond_seed": it["evaluate"].get("accuracy_beyond_seed")} for it in its],
                Path(folder) / "accuracy.json")
-    diffs = sorted({int(k) for it in its for k in it["eval"].get("accuracy_by_difficulty", {})})
-    write_json([{"difficulty": d, **{f"iteration {it['iteration']}": it["eval"]["accuracy_by_difficulty"].get(str(d))
+    diffs = sorted({int(k) for it in its for k in it["evaluate"].get("accuracy_by_difficulty", {})})
+    write_json([{"difficulty": d, **{f"iteration {it['iteration']}": it["evaluate"]["accuracy_by_difficulty"].get(str(d))
                                      for it in its}} for d in diffs], Path(folder) / "accuracy_by_difficulty.json")
 
 
@@ -258,8 +258,8 @@ def manifest(cfg: Config, entry: dict, image_digest: str | None = None) -> dict:
     hashes = {}
     from flywheel.steps.table import STEPS
 
-    # every gated step's hashes (summary keys: 'eval' for evaluate); train: recipe grpo's rollouts
-    for step in ({"evaluate": "eval"}.get(s.name, s.name) for s in STEPS if s.gate):
+    # every gated step's hashes (summary keys: the step names); train: recipe grpo's rollouts
+    for step in (s.name for s in STEPS if s.gate):
         for role, h in ((entry.get(step) or {}).get("gate") or {}).get("hashes", {}).items():
             hashes[f"{step}.{role}"] = h
     verifier = cfg.verify.verifier

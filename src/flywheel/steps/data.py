@@ -9,7 +9,7 @@ import pandas as pd
 
 from flywheel.config import Config
 from flywheel.steps import step
-from flywheel.io import read_json, read_table, write_table
+from flywheel.io import read_json, read_summary, read_table, write_table
 from flywheel.schema import PROBLEM_COLUMNS, PROPOSAL_COLUMNS, SEED_COLUMNS
 from flywheel.tasks import load_task
 
@@ -77,7 +77,7 @@ def sample_prompts(cfg: Config, iteration: int, out_path: str | Path,
     """
     from flywheel.adapt import choose_sampling, frontier_weights, reweight
 
-    last = read_json(previous_summary, "previous summary")["iterations"][-1] if previous_summary else None
+    last = read_summary(previous_summary, "previous summary")["iterations"][-1] if previous_summary else None
     n, task = cfg.generate.prompts_per_iteration, task_of(cfg)
     if cfg.task.prompt_source == "seed":
         seed = pd.DataFrame(task.seed_set(cfg.seed), columns=list(SEED_COLUMNS)).drop_duplicates("prompt_id")
@@ -112,7 +112,7 @@ def grow_difficulty(threshold: float, last: dict | None, seed_top: int) -> dict:
     The last top is the one recorded in the last iteration's plan (`generate.plan.top_difficulty`); before
     any (iteration 1) it is the seed set's hardest level, which the warm start trained on."""
     prev = (last or {}).get("generate", {}).get("plan", {}).get("top_difficulty", seed_top)
-    by_difficulty = (last or {}).get("eval", {}).get("accuracy_by_difficulty", {})
+    by_difficulty = (last or {}).get("evaluate", {}).get("accuracy_by_difficulty", {})
     acc = by_difficulty.get(str(prev))
     if acc is None:
         return {"top": prev, "reason": f"no held-out accuracy at difficulty {prev} yet: stay"}
