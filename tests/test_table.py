@@ -44,6 +44,27 @@ def test_a_step_sees_only_its_rows_keys():
         view(cfg, "init-model").train
 
 
+def test_a_gate_setting_reaches_only_the_step_whose_gate_reads_it():
+    # the case: a curated rule failed, its advice is to list it in gates.warn; the rerun must not
+    # redo generate, verify or evaluate (their slices, hence their cache keys and DVC params, are unchanged)
+    from flywheel.steps.table import NAMES
+
+    cfg = tiny_config()
+    before = {n: config_slice(cfg, n) for n in NAMES}
+
+    def changed(**gates) -> set[str]:
+        new = parse_config({**json.loads(cfg.to_json()), "gates": {**cfg.gates.model_dump(), **gates}})
+        return {n for n in NAMES if config_slice(new, n) != before[n]}
+
+    assert changed(warn=["curated.seed_share"]) == {"curate", "record"}
+    assert changed(warn=["samples"]) == {"generate", "record"}
+    assert changed(max_pass_rate=0.9) == {"verify", "train", "record"}  # train: grpo's rollouts gate
+    assert changed(max_duplicate_rate=0.5) == {"curate", "record"}
+    assert changed(enabled=False) == {"propose", "generate", "verify", "curate", "train", "evaluate", "record"}
+    assert json.loads(config_slice(parse_config({**json.loads(cfg.to_json()), "gates": {
+        "warn": ["curated.seed_share", "samples", "results"]}}), "curate"))["gates"]["warn"] == ["curated.seed_share"]
+
+
 def test_the_run_form_has_typed_fields_with_defaults_and_help(tmp_path):
     from flywheel.pipelines.flywheel_pipeline import compile_pipeline
 
@@ -150,3 +171,10 @@ def test_a_changed_field_reruns_exactly_the_steps_that_read_it_in_kfp_local_and_
     assert changed("tracking.project", "other") == {"record_0", "record_1"}
     # dvc status lists the stages whose own params or deps changed (evaluate_1 onward follow once train_1 reruns)
     assert changed("train.learning_rate", 0.002) == {"train_1", "record_0", "record_1"}
+
+
+def test_the_architecture_page_shows_the_table_as_it_is():
+    from flywheel.steps.table import as_markdown
+
+    page = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text()
+    assert as_markdown() in page, "docs/architecture.md: paste flywheel.steps.table.as_markdown() over its table"

@@ -44,6 +44,15 @@ _PLAN = ("generate.temperature", "generate.samples_per_prompt", "generate.adapti
          "generate.temperature_step", "generate.samples_bounds", "curate.max_per_prompt")
 _DECODE = ("model", "generate.backend", "generate.top_p", "generate.max_new_tokens", "generate.batch_size")
 
+# The gates keys each gated step's suites read (not the whole section: a threshold of the curated gate must
+# not rerun generate). `gates.warn` is cut too: a step's slice keeps the entries that name its own gate.
+_GATE = ("gates.enabled", "gates.warn")
+_LENGTHS = ("gates.max_prompt_chars", "gates.max_completion_chars")
+_PASS = ("gates.min_pass_rate", "gates.max_pass_rate")
+_CURATED = (*_GATE, *_LENGTHS, "gates.max_duplicate_rate", "gates.min_answers_per_prompt",  # curated, pairs,
+            "gates.min_distinct_ngram_ratio", "gates.diversity_ngram", "gates.contamination_ngram",  # grpo prompts
+            "gates.max_contaminated_share", "gates.seed_share_tolerance")
+
 STEPS: tuple[Step, ...] = (
     Step("prepare", "flywheel.steps.data:make_datasets",
          ("seed", "task.name", "task.params", "data.seed_set", "data.eval_set", "evaluate.per_difficulty"),
@@ -53,22 +62,24 @@ STEPS: tuple[Step, ...] = (
          ("seed", "task", "generate.prompts_per_iteration", "generate.curriculum", "generate.grow_threshold", *_PLAN),
          ("previous summary", "proposed"), ("prompts", "plan (metrics)")),
     Step("propose", "flywheel.steps.propose:propose_problems",
-         ("seed", "task", "propose", "verify", "gates", *_DECODE),
+         ("seed", "task", "propose", "verify", *_GATE, "gates.max_prompt_chars", *_DECODE),
          ("model", "prompts", "plan", "eval_set"), ("proposals", "dropped"), gate="proposals"),
-    Step("generate", "flywheel.steps.generate:generate_samples", ("seed", "gates", *_DECODE),
+    Step("generate", "flywheel.steps.generate:generate_samples",
+         ("seed", *_GATE, *_LENGTHS, "gates.max_empty_completion_share", *_DECODE),
          ("model", "prompts", "plan"), ("samples",), gate="samples"),
-    Step("verify", "flywheel.steps.verify:verify_samples", ("task", "verify", "gates"), ("samples",), ("verdicts",),
+    Step("verify", "flywheel.steps.verify:verify_samples", ("task", "verify", *_GATE, *_PASS), ("samples",), ("verdicts",),
          gate="verdicts"),
     Step("merge-shards", "flywheel.steps.shards:merge_shards", (), ("prompts", "verdicts of every shard"),
          ("verdicts",)),
     Step("curate", "flywheel.steps.curate:curate_samples",
-         ("seed", "curate", "gates", "train.recipe", "train.grpo.prompt_filter"),
+         ("seed", "curate", *_CURATED, "train.recipe", "train.grpo.prompt_filter"),
          ("verdicts", "seed_set", "eval_set", "previous curated"), ("curated", "dropped"), gate="curated"),
     Step("train", "flywheel.steps.train:train_model",
-         ("model", "train", "generate", "verify", "task", "gates", "cluster", "pipeline.image"),
+         ("model", "train", "generate", "verify", "task", *_GATE, *_PASS, "gates.max_empty_completion_share",
+          "gates.max_contaminated_share", "cluster", "pipeline.image"),
          ("champion or base model", "curated"), ("model",), gate="rollouts"),
     Step("evaluate", "flywheel.steps.evaluate:evaluate_model",
-         ("seed", "task", "evaluate", "gates", *_DECODE),
+         ("seed", "task", "evaluate", *_GATE, *_DECODE),
          ("model", "eval_set", "seed_set", "previous metrics"), ("results",), gate="results"),
     Step("promote", "flywheel.steps.promote:promote_model", ("promote",),
          ("champion", "challenger", "their results and metrics", "previous decision"), ("model", "results")),
@@ -123,8 +134,15 @@ def _pick(data: dict, tree: dict | bool) -> Any:
 
 
 def config_slice(cfg, name: str) -> str:
-    """The keys of step `name`'s row, from `cfg`, as JSON (sorted: equal slices are equal strings)."""
-    return json.dumps(_pick(cfg.model_dump(mode="json"), _tree(row(name).reads)), sort_keys=True)
+    """The keys of step `name`'s row, from `cfg`, as JSON (sorted: equal slices are equal strings). A gated
+    step's `gates.warn` keeps only the entries of its own gate ('curated', 'curated.seed_share'), so adding a
+    rule of one gate to the list reruns only the step that checks it."""
+    step = row(name)
+    data = _pick(cfg.model_dump(mode="json"), _tree(step.reads))
+    gates = data.get("gates") if ALL not in step.reads else None
+    if gates and "warn" in gates:
+        gates["warn"] = [w for w in gates["warn"] if w == step.gate or w.startswith(f"{step.gate}.")]
+    return json.dumps(data, sort_keys=True)
 
 
 class ConfigAccessError(AttributeError):
@@ -190,3 +208,14 @@ def step_config(text: str, name: str):
 def view(cfg, name: str) -> StepConfig:
     """`cfg` as step `name` may read it (the CLI and tests: same rule as a component's slice)."""
     return step_config(config_slice(cfg, name), name)
+
+
+def as_markdown() -> str:
+    """The table as docs/architecture.md shows it (tests/test_table.py checks the page has exactly this)."""
+    def keys(ks):
+        return ", ".join(f"`{k}`" for k in ks) or "-"
+
+    lines = ["| step | function | reads | in | out | gate |", "|---|---|---|---|---|---|"]
+    lines += [f"| `{s.name}` | `{s.function}` | {keys(s.reads)} | {', '.join(s.inputs) or '-'} | "
+              f"{', '.join(s.outputs)} | {s.gate or 'none'} |" for s in STEPS]
+    return "\n".join(lines)
