@@ -24,8 +24,10 @@ from kfp import dsl
 from flywheel.components.steps import make_components
 from flywheel.config import Config
 from flywheel.pipelines.fanout import generate_and_verify
-from flywheel.pipelines.form import FORM, compiled_shape, form_defaults, reads_summary
+from flywheel.pipelines.form import FORM, compiled_shape, form_defaults
 from flywheel.pipelines.placement import placed
+from flywheel.steps.dag import Out, loop_dag
+from flywheel.steps.table import row
 
 
 def build_pipeline(cfg: Config):
@@ -51,58 +53,26 @@ def build_pipeline(cfg: Config):
                            train_steps=train_steps, recipe=recipe, seed=seed,
                            fixed=json.dumps(fixed)).set_display_name("configure")
         s = {**conf.outputs, **slices}  # each step's config slice: its cache key changes only with the keys it reads
-        data = c.prepare(config=s["prepare"]).set_display_name("prepare")
-        seed_set, eval_set = data.outputs["seed_set"], data.outputs["eval_set"]
-        base = c.init_model(config=s["init_model"], seed_set=seed_set).set_display_name("init-model")
-        ev = c.evaluate(config=s["evaluate"], iteration=0, model=base.outputs["model"], eval_set=eval_set,
-                        seed_set=seed_set).set_display_name("evaluate 0")
-        rec = c.record(config=s["record"], iteration=0, evaluation=ev.outputs["metrics"],  # model: the first champion
-                       preparation=data.outputs["metrics"], results=ev.outputs["results"],
-                       model=base.outputs["model"]).set_display_name("record 0")
-        champion = {"champion": base.outputs["model"], "champion_results": ev.outputs["results"],
-                    "champion_metrics": ev.outputs["metrics"]}
-        curated = decision = proposed = None
+        out: dict[str, dict] = {}  # task id -> its outputs
+
+        def arg(v):
+            return out[v.task][v.name] if isinstance(v, Out) else v
 
         with ExitStack() as gates:
-            for i in range(1, cfg.iterations + 1):
-                if decision is not None:  # iteration i runs only if promote(i-1) said go on
-                    gates.enter_context(dsl.If(decision.outputs["Output"] == True, name=f"continue-{i}"))  # noqa: E712
-                carry = {"proposed": proposed.outputs["proposals"]} if proposed is not None else {}
-                if reads_summary(cfg):  # else a rerun of record (it reads every key) would rerun prompts on
-                    carry["previous"] = rec.outputs["summary"]  # any config change, and everything after it
-                prompts = c.prompts(config=s["prompts"], iteration=i, **carry)
-                prompts.set_display_name(f"prompts {i}")
-                plan = prompts.outputs["metrics"]  # the sampling plan: the one source of temperature and K
-                # the last iteration's proposals would feed no iteration: not written
-                proposed = None
-                if cfg.propose.enabled and i < cfg.iterations:
-                    proposed = c.propose(config=s["propose"], iteration=i, model=champion["champion"],
-                                         prompts=prompts.outputs["prompts"], eval_set=eval_set, plan=plan)
-                    proposed.set_display_name(f"propose {i}")
-                gv = generate_and_verify(c, cfg.cluster.shards, configs=s, iteration=i, model=champion["champion"],
-                                         prompts=prompts.outputs["prompts"], plan=plan)
-                carry = {"previous": curated} if curated is not None else {}
-                cur = c.curate(config=s["curate"], iteration=i, verdicts=gv.verdicts, seed_set=seed_set,
-                               eval_set=eval_set, **carry).set_display_name(f"curate {i}")
-                tr = c.train(config=s["train"], current_model=champion["champion"], base_model=base.outputs["model"],
-                             curated=cur.outputs["curated"]).set_display_name(f"train {i}")
-                ev = c.evaluate(config=s["evaluate"], iteration=i, model=tr.outputs["model"], eval_set=eval_set,
-                                seed_set=seed_set, previous=champion["champion_metrics"]).set_display_name(f"evaluate {i}")
-                last = {"previous_decision": decision.outputs["decision"]} if decision is not None else {}
-                decision = c.promote(config=s["promote"], iteration=i, **champion, challenger=tr.outputs["model"],
-                                     challenger_results=ev.outputs["results"],
-                                     challenger_metrics=ev.outputs["metrics"], **last).set_display_name(f"promote {i}")
-                rec = c.record(config=s["record"], iteration=i, evaluation=ev.outputs["metrics"],
-                               previous=rec.outputs["summary"], generation=gv.generation,
-                               verification=gv.verification, curation=cur.outputs["metrics"],
-                               training=tr.outputs["metrics"], promotion=decision.outputs["decision"],
-                               verdicts=gv.verdicts, dropped=cur.outputs["dropped"], curated=cur.outputs["curated"],
-                               model=tr.outputs["model"], results=ev.outputs["results"],
-                               **({"proposal": proposed.outputs["metrics"]} if proposed is not None else {})
-                               ).set_display_name(f"record {i}")
-                champion = {"champion": decision.outputs["model"], "champion_results": decision.outputs["results"],
-                            "champion_metrics": decision.outputs["metrics"]}
-                curated = cur.outputs["curated"]
+            for t in loop_dag(cfg):  # the DAG, described once (flywheel/steps/dag.py)
+                if t.step == "prompts" and t.iteration > 1:  # iteration i's first task: it runs
+                    said = out[f"promote {t.iteration - 1}"]["Output"]  # only if promote(i-1) said go on
+                    gates.enter_context(dsl.If(said == True, name=f"continue-{t.iteration}"))  # noqa: E712
+                if t.step == "verify":  # made with its generate, below
+                    continue
+                inputs = {k: arg(v) for k, v in t.inputs.items()}
+                if t.step == "generate":  # with its verify: one pod each, or a ParallelFor over the shards
+                    gv = generate_and_verify(c, cfg.cluster.shards, configs=s, **inputs)
+                    out[t.id] = {"metrics": gv.generation}
+                    out[f"verify {t.iteration}"] = {"verdicts": gv.verdicts, "metrics": gv.verification}
+                else:
+                    task = getattr(c, row(t.step).ident)(config=s[row(t.step).ident], **inputs)
+                    out[t.id] = task.set_display_name(t.id).outputs
 
     # The UI shows these lines under the form's fields (KFP reads the docstring's Args).
     flywheel.__doc__ = "Run the self-improvement loop.\n\n    Args:\n" + "".join(
