@@ -37,9 +37,49 @@ def dvc_params(raw: dict, step: str) -> list[str]:
     return [k for k in keys if not any(k.startswith(o + ".") for o in keys if o != k)]
 
 
+# Where a DVC stage writes each output the DAG names (flywheel/steps/dag.py; {d}: data/iter_I, {m}:
+# metrics/iter_I). An output `metrics` not listed is the stage's metrics file, {m}/STEP.json.
+_FILES = {
+    ("prepare", "seed_set"): "{data}/prepare/seed.parquet", ("prepare", "eval_set"): "{data}/prepare/eval.parquet",
+    ("prepare", "metrics"): "{metrics}/prepare.json",
+    ("init-model", "model"): "{d}/model", ("train", "model"): "{d}/model",
+    ("prompts", "prompts"): "{d}/prompts/prompts.parquet", ("propose", "proposals"): "{d}/propose/proposals.parquet",
+    ("generate", "samples"): "{d}/generate/samples.parquet", ("verify", "verdicts"): "{d}/verify/verdicts.parquet",
+    ("curate", "curated"): "{d}/curate/curated.parquet", ("curate", "dropped"): "{d}/curate/dropped.parquet",
+    ("evaluate", "results"): "{d}/evaluate/results.parquet",
+    # promote's folder holds the champion after it (model, results, metrics); its metrics file is the decision
+    ("promote", "model"): "{d}/promote/model", ("promote", "results"): "{d}/promote/results.parquet",
+    ("promote", "metrics"): "{d}/promote/metrics.json", ("promote", "decision"): "{m}/promote.json",
+    ("record", "summary"): "{d}/record/summary.json",
+}
+# The CLI flag of an input whose name (the KFP component's parameter) is not the flag with dashes.
+_FLAGS = {("prompts", "previous"): "--previous-summary", ("evaluate", "previous"): "--previous-metrics",
+          ("train", "current_model"): "--model", ("train", "base_model"): "--model", ("train", "curated"): "--data",
+          ("record", "previous"): "--previous-summary", ("record", "evaluation"): "--evaluate",
+          ("record", "preparation"): "--prepare", ("record", "generation"): "--generate",
+          ("record", "verification"): "--verify", ("record", "curation"): "--curate", ("record", "training"): "--train",
+          ("record", "promotion"): "--promote", ("record", "proposal"): "--propose"}
+# What a stage writes besides its metrics file: its output flags, and its DVC outs (each step's folder).
+_WRITES = {
+    "prepare": (["--seed-set", "{data}/prepare/seed.parquet", "--eval-set", "{data}/prepare/eval.parquet"],
+                ["{data}/prepare/seed.parquet", "{data}/prepare/eval.parquet"]),
+    "init-model": (["--out", "{d}/model"], ["{d}/model"]),
+    "prompts": (["--out", "{d}/prompts/prompts.parquet"], ["{d}/prompts"]),
+    "propose": (["--out", "{d}/propose/proposals.parquet", "--dropped", "{d}/propose/dropped.parquet"], ["{d}/propose"]),
+    "generate": (["--out", "{d}/generate/samples.parquet"], ["{d}/generate"]),
+    "verify": (["--out", "{d}/verify/verdicts.parquet"], ["{d}/verify"]),
+    "curate": (["--out", "{d}/curate/curated.parquet", "--dropped", "{d}/curate/dropped.parquet"], ["{d}/curate"]),
+    "train": (["--out", "{d}/model"], ["{d}/model"]),
+    "evaluate": (["--out", "{d}/evaluate/results.parquet"], ["{d}/evaluate"]),
+    "promote": (["--out", "{d}/promote"], ["{d}/promote"]),
+    "record": (["--summary", "{d}/record/summary.json", "--report", "{d}/record/report.html"], ["{d}/record"]),
+}
+
+
 def dvc_stages(cfg: Config, config: str, raw: dict, data: str = "data", metrics: str = "metrics") -> dict:
-    """dvc.yaml for `cfg` (read from the file `config`, a path relative to the repository root): the same
-    iteration DAG as the KFP pipeline (pipelines/flywheel_pipeline.py), each stage a step's CLI subcommand.
+    """dvc.yaml for `cfg` (read from the file `config`, a path relative to the repository root): a stage per
+    task of the iteration DAG (`flywheel.steps.dag.loop_dag`, which the KFP pipeline walks too), each the
+    step's CLI subcommand, an input from another task given as that output's file (a flag and a dep).
 
     Layout: data/prepare/{seed,eval}.parquet, data/iter_0/model, data/iter_I/{prompts,generate,verify,curate,
     model,evaluate,promote,record}; each step's folder (a DVC output) holds its table and the gate's report
@@ -48,11 +88,10 @@ def dvc_stages(cfg: Config, config: str, raw: dict, data: str = "data", metrics:
     iteration. The champion (promote's model) feeds the next iteration, as in the pipeline; a stop criterion
     does not skip later stages (DVC has no conditions): their promote records the stop.
     """
-    from flywheel.pipelines.form import reads_summary
+    from flywheel.steps.dag import Out, loop_dag
 
-    def _stage(step: str, args: list[str], deps: list[str], outs: list[str], m: str | None,
-               cmd: str | None = None) -> dict:
-        stage = {"cmd": " ".join(["flywheel", cmd or step, config, *args, *(["--metrics", m] if m else [])]),
+    def _stage(step: str, args: list[str], deps: list[str], outs: list[str], m: str | None) -> dict:
+        stage = {"cmd": " ".join(["flywheel", step, config, *args, *(["--metrics", m] if m else [])]),
                  "deps": deps, "params": [{config: dvc_params(raw, step)}], "outs": list(outs)}
         # Only evaluate's file is a DVC metric, so `dvc metrics show` is the accuracy per iteration (every
         # step's metrics file as a metric made it a table of ~200 columns); the others are plain outputs,
@@ -63,81 +102,37 @@ def dvc_stages(cfg: Config, config: str, raw: dict, data: str = "data", metrics:
             stage["outs"].append({m: {"cache": False}})
         return stage
 
-    seed, ev = f"{data}/prepare/seed.parquet", f"{data}/prepare/eval.parquet"
+    def where(t) -> dict:  # the placeholders of _FILES and _WRITES for task t (prepare, init-model: iteration 0)
+        i = t.iteration or 0
+        return {"data": data, "metrics": metrics, "d": f"{data}/iter_{i}", "m": f"{metrics}/iter_{i}"}
+
+    def metrics_file(t) -> str | None:  # record writes summary.json, no metrics file
+        return None if t.step == "record" else f"{metrics}/prepare.json" if t.step == "prepare" else \
+            f"{where(t)['m']}/{t.step}.json"
+
+    dag = loop_dag(cfg)
+    by_id = {t.id: t for t in dag}
+
+    def path(ref: Out) -> str:
+        t = by_id[ref.task]
+        if (t.step, ref.name) not in _FILES and ref.name == "metrics":
+            return metrics_file(t)
+        return _FILES[t.step, ref.name].format(**where(t))
+
     st: dict[str, dict] = {}
-    st["prepare"] = _stage("prepare", ["--seed-set", seed, "--eval-set", ev], [], [seed, ev], f"{metrics}/prepare.json")
-    base = f"{data}/iter_0/model"
-    st["init-model"] = _stage("init-model", ["--seed-set", seed, "--out", base], [seed], [base],
-                              f"{metrics}/iter_0/init-model.json")
-    res0 = f"{data}/iter_0/evaluate/results.parquet"
-    st["evaluate_0"] = _stage("evaluate", ["--model", base, "--eval-set", ev, "--seed-set", seed, "--iteration", "0",
-                                           "--out", res0], [base, ev, seed], [f"{data}/iter_0/evaluate"],
-                              f"{metrics}/iter_0/evaluate.json")
-
-    def _record(i: int, inputs: dict[str, str]) -> dict:
-        """summary.json (with the manifest), report.html and the W&B run of iteration i, in data/iter_i/record."""
-        out = f"{data}/iter_{i}/record"
-        args = [f"--{k} {v}" for k, v in inputs.items()]
-        return _stage("record", ["--iteration", str(i), *args, "--summary", f"{out}/summary.json",
-                                 "--report", f"{out}/report.html"], list(inputs.values()), [out], None)
-
-    st["record_0"] = _record(0, {"evaluate": f"{metrics}/iter_0/evaluate.json", "prepare": f"{metrics}/prepare.json",
-                                 "results": res0})
-    # the champion: model, its results and metrics (promote's output from iteration 1 on)
-    champion = (base, res0, f"{metrics}/iter_0/evaluate.json")
-    curated, proposed, decision = None, None, None
-    for i in range(1, cfg.iterations + 1):
-        d, m = f"{data}/iter_{i}", f"{metrics}/iter_{i}"
-        prompts, plan = f"{d}/prompts/prompts.parquet", f"{m}/prompts.json"  # plan: the prompts step's metrics
-        carry = ["--proposed", proposed] if proposed else []
-        if reads_summary(cfg):
-            carry += ["--previous-summary", f"{data}/iter_{i - 1}/record/summary.json"]
-        st[f"prompts_{i}"] = _stage("prompts", ["--iteration", str(i), *carry, "--out", prompts], carry[1::2],
-                                    [f"{d}/prompts"], plan)
-        proposed = None
-        if cfg.propose.enabled and i < cfg.iterations:  # the last iteration's proposals would feed nothing
-            proposed = f"{d}/propose/proposals.parquet"
-            st[f"propose_{i}"] = _stage("propose", ["--model", champion[0], "--prompts", prompts, "--plan", plan,
-                                                    "--eval-set", ev, "--iteration", str(i), "--out", proposed,
-                                                    "--dropped", f"{d}/propose/dropped.parquet"],
-                                        [champion[0], prompts, plan, ev], [f"{d}/propose"], f"{m}/propose.json")
-        samples, verdicts = f"{d}/generate/samples.parquet", f"{d}/verify/verdicts.parquet"
-        st[f"generate_{i}"] = _stage("generate", ["--model", champion[0], "--prompts", prompts, "--plan", plan,
-                                                  "--iteration", str(i), "--out", samples],
-                                     [champion[0], prompts, plan], [f"{d}/generate"], f"{m}/generate.json")
-        st[f"verify_{i}"] = _stage("verify", ["--samples", samples, "--out", verdicts], [samples], [f"{d}/verify"],
-                                   f"{m}/verify.json")
-        prev = ["--previous", curated] if curated and cfg.curate.data_policy == "accumulate" else []
-        cur = f"{d}/curate/curated.parquet"
-        st[f"curate_{i}"] = _stage("curate", ["--verdicts", verdicts, "--seed-set", seed, "--eval-set", ev,
-                                              "--iteration", str(i), *prev, "--out", cur,
-                                              "--dropped", f"{d}/curate/dropped.parquet"],
-                                   [verdicts, seed, ev, *prev[1:]], [f"{d}/curate"], f"{m}/curate.json")
-        start = champion[0] if cfg.train.init_from == "current" else base
-        st[f"train_{i}"] = _stage("train", ["--model", start, "--data", cur, "--out", f"{d}/model"], [start, cur],
-                                  [f"{d}/model"], f"{m}/train.json")
-        results = f"{d}/evaluate/results.parquet"
-        st[f"evaluate_{i}"] = _stage("evaluate", ["--model", f"{d}/model", "--eval-set", ev, "--seed-set", seed,
-                                                  "--iteration", str(i), "--previous-metrics", champion[2],
-                                                  "--out", results], [f"{d}/model", ev, seed, champion[2]],
-                                     [f"{d}/evaluate"], f"{m}/evaluate.json")
-        last = ["--previous-decision", decision] if decision else []
-        p = f"{d}/promote"
-        st[f"promote_{i}"] = _stage("promote", ["--iteration", str(i), "--champion", champion[0],
-                                                "--champion-results", champion[1], "--champion-metrics", champion[2],
-                                                "--challenger", f"{d}/model", "--challenger-results", results,
-                                                "--challenger-metrics", f"{m}/evaluate.json", *last, "--out", p],
-                                    [*champion, f"{d}/model", results, f"{m}/evaluate.json", *last[1:]], [p],
-                                    f"{m}/promote.json")
-        st[f"record_{i}"] = _record(i, {"generate": f"{m}/generate.json", "verify": f"{m}/verify.json",
-                                        "curate": f"{m}/curate.json", "train": f"{m}/train.json",
-                                        "evaluate": f"{m}/evaluate.json", "promote": f"{m}/promote.json",
-                                        "verdicts": verdicts, "dropped": f"{d}/curate/dropped.parquet",
-                                        "curated": cur, "model": f"{d}/model", "results": results,
-                                        "previous-summary": f"{data}/iter_{i - 1}/record/summary.json",
-                                        **({"propose": f"{m}/propose.json"} if proposed else {})})
-        champion = (f"{p}/model", f"{p}/results.parquet", f"{p}/metrics.json")
-        curated, decision = cur, f"{m}/promote.json"
+    for t in dag:
+        inputs = dict(t.inputs)
+        if t.step == "train":  # the CLI takes the one start train.init_from picks (the component takes both)
+            inputs.pop("base_model" if cfg.train.init_from == "current" else "current_model")
+        if t.id == "record 0":  # dvc.yaml's record 0 has never passed the first model (KFP's stores it; its
+            inputs.pop("model")  # W&B run logs none): passing it changes the committed dvc.yaml, so not here
+        args = [a for name, v in inputs.items()
+                for a in (_FLAGS.get((t.step, name), "--" + name.replace("_", "-")),
+                          path(v) if isinstance(v, Out) else str(v))]
+        writes, outs = _WRITES[t.step]
+        st[t.id.replace(" ", "_")] = _stage(t.step, args + [w.format(**where(t)) for w in writes],
+                                            [path(v) for v in inputs.values() if isinstance(v, Out)],
+                                            [o.format(**where(t)) for o in outs], metrics_file(t))
     for s in st.values():
         if not s["deps"]:
             del s["deps"]
