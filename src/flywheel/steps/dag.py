@@ -2,7 +2,8 @@
 
     prepare ─> init-model ─> evaluate 0 ─> record 0
     iteration i = 1..N:
-      prompts i ─> [propose i] ─> generate i ─> verify i ─> curate i ─> train i ─> evaluate i ─> promote i ─> record i
+      prompts i ─> generate i ─> verify i ─> curate i ─> train i ─> evaluate i ─> promote i ─> record i
+          └─> propose i (optional) ─> its kept problems join prompts i+1
 
 Both drivers walk `loop_dag(cfg)` in order: the KFP pipeline (pipelines/flywheel_pipeline.py) turns an `Out`
 into the upstream task's `outputs[name]`, the DVC stages (`versions.dvc_stages`) into that output's file
@@ -94,7 +95,3 @@ def loop_dag(cfg) -> list[Task]:
         curated = cur
     return dag
 
-
-def upstream(task: Task) -> set[str]:
-    """The ids of the tasks `task` reads from."""
-    return {v.task for v in task.inputs.values() if isinstance(v, Out)}
