@@ -10,8 +10,9 @@ reads them through `StepConfig`, which raises when the step touches a key its ro
 table cannot drift from the code (tests/test_table.py runs every step through the loop this way).
 
 Adding a step: a function in `flywheel.steps` (paths and config in, paths and metrics out), a row here, a
-thin component in components/steps.py, and its place in the iteration DAG (pipelines/flywheel_pipeline.py
-and versions.dvc_stages).
+thin component in components/steps.py, and its tasks in the iteration DAG, described once in
+`flywheel.steps.dag.loop_dag`: the KFP pipeline and dvc.yaml are both built from it (dvc.yaml also needs
+where the step writes: `versions._FILES` and `_WRITES`).
 """
 
 from __future__ import annotations
