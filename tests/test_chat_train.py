@@ -127,13 +127,16 @@ def smollm2_tokenizer_model(tmp_path_factory):
     masked depends on the tokenizer and template only, so the 135M weights would only cost time."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from flywheel.model import ModelError, builtin_gguf
+    from flywheel.model import ModelError, builtin_gguf, use_end_of_turn
 
     try:
         gguf = builtin_gguf("smollm2-135m-instruct")
     except ModelError as err:
         pytest.skip(str(err))
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    assert tok.eos_token == "<|im_start|>"  # the GGUF's metadata: the conversion fixes it, as here
+    use_end_of_turn(tok)
+    assert tok.eos_token == tok.pad_token == "<|im_end|>"  # as the hub's SmolLM2-Instruct tokenizer_config
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
                                          max_position_embeddings=256, tie_word_embeddings=True))

@@ -40,7 +40,7 @@ BUILTIN = {
 
 
 # Version of `_convert_gguf`'s output, part of the cache key: a fix to the conversion converts anew.
-CONVERSION = 2
+CONVERSION = 3  # 3: the end-of-turn token is eos and pad, as in the hub's tokenizer_config
 
 
 class ModelError(ValueError):
@@ -171,12 +171,27 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
                          f"unexpected {unexpected[:3]})")
     model.tie_weights()
     model = model.to(torch.bfloat16)
+    # The GGUF's metadata makes <|im_start|> the tokenizer's eos (and leaves pad unset, so pad became
+    # <|im_start|> too). The hub's SmolLM2-Instruct uses its chat template's end of turn, <|im_end|>, for
+    # both: TRL's trainers append and mask by eos/pad, so the built-in must match the hub checkpoint.
+    use_end_of_turn(tok)
     eos = sorted({i for i in (tok.eos_token_id, loaded.config.eos_token_id) if i is not None})
     model.generation_config = GenerationConfig(bos_token_id=loaded.config.bos_token_id,
                                                eos_token_id=eos[0] if len(eos) == 1 else eos,
                                                pad_token_id=tok.pad_token_id)
     model.save_pretrained(out)
     tok.save_pretrained(out)
+
+
+def use_end_of_turn(tok) -> None:
+    """Make the token that closes an assistant turn in the chat template ('<|im_end|>' for ChatML) the
+    tokenizer's eos and pad, when it is one token of the vocabulary (a GGUF tokenizer's metadata may say
+    otherwise)."""
+    template = tok.chat_template or ""
+    for candidate in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
+        if candidate in template and tok.convert_tokens_to_ids(candidate) != tok.unk_token_id:
+            tok.eos_token = tok.pad_token = candidate
+            return
 
 
 def _hub_reachable(timeout: float = 3.0) -> str | None:
