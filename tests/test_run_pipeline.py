@@ -122,13 +122,13 @@ def test_iteration_data_and_model_come_back_from_the_dvc_remote_by_their_pointer
         stored, hashes = it["manifest"]["stored"], it["manifest"]["hashes"]
         assert stored["remote"] == str(run["dir"] / "dvc-remote") and stored["cache"] is None
         assert stored["artifacts"]["curated"]["md5"] == hashes["curate.output"]["md5"]
-        assert stored["artifacts"]["model"]["md5"] == hashes["eval.model"]["md5"]  # DVC's .dir md5 = ours
+        assert stored["artifacts"]["model"]["md5"] == hashes["evaluate.model"]["md5"]  # DVC's .dir md5 = ours
     for artifact in ("curated", "model"):
         assert main(["fetch", str(summary_path), "--iteration", "2", "--artifact", artifact,
                      "--out", str(tmp_path / "it2")]) == 0
     original = its[2]["manifest"]["hashes"]
     assert (tmp_path / "it2" / "curated.parquet").read_bytes() == open(original["curate.output"]["path"], "rb").read()
-    fetched, trained = tmp_path / "it2" / "model", original["eval.model"]["path"]
+    fetched, trained = tmp_path / "it2" / "model", original["evaluate.model"]["path"]
     assert sorted(p.name for p in fetched.rglob("*")) == sorted(p.name for p in Path(trained).rglob("*"))
     assert content_hash(fetched)["md5"] == content_hash(trained)["md5"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["it2"]  # nothing else written
@@ -184,7 +184,9 @@ def test_a_run_killed_during_training_resumes_with_the_same_command(tmp_path):
     done = subprocess.run([*cmd, "--verbose"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     executed = re.findall(r"Executing task \x1b\[96m'([\w-]+)'", done.stdout + done.stderr)
-    assert executed[0] == "train", executed  # everything before training came from the cache
+    # training ran again; the steps it depends on came from the cache (a step the kill beat to its turn,
+    # such as iteration 0's evaluate, may run now too: kfp.local's order among independent steps is its own)
+    assert "train" in executed, executed
     assert not {"prepare", "init-model", "prompts", "generate", "verify", "curate"} & set(executed)
     summary = json.loads((out / "summary.json").read_text())
     assert [it["iteration"] for it in summary["iterations"]] == [0, 1]
