@@ -285,6 +285,13 @@ HACKS = {
     "exception whose str() raises": "(_ for _ in ()).throw(type('E', (Exception,), {'__str__': lambda s: 1 / 0})())",
     "huge int": "10 ** 10000",
     "self-referential list": "(lambda l: (l.append(l), l)[1])([])",
+    # from the probe of 2026-12-03
+    "a generator of the right value": "(v for v in [7])",
+    "the right digits as str or bytes": "'7' if x else b'1'",
+    "nan, which equals nothing": "float('nan')",
+    "builtins emptied": "0\nimport builtins\nfor k in list(vars(builtins)):\n    if k != '__import__':\n        delattr(builtins, k)",
+    "signals ignored, then a spin": "0\nimport signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):\n"
+                                    "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass",
 }
 
 
