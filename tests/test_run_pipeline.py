@@ -184,8 +184,9 @@ def test_a_run_killed_during_training_resumes_with_the_same_command(tmp_path):
     done = subprocess.run([*cmd, "--verbose"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     executed = re.findall(r"Executing task \x1b\[96m'([\w-]+)'", done.stdout + done.stderr)
-    # training ran again; the steps it depends on came from the cache (a step the kill beat to its turn,
-    # such as iteration 0's evaluate, may run now too: kfp.local's order among independent steps is its own)
+    # training ran again; the steps it depends on came from the cache. Iteration 0's evaluate (which
+    # kfp.local runs before train) was seen to run again once on CI, under load: a kfp.local cache miss
+    # not yet understood, and not an upstream of train, so not asserted here
     assert "train" in executed, executed
     assert not {"prepare", "init-model", "prompts", "generate", "verify", "curate"} & set(executed)
     summary = json.loads((out / "summary.json").read_text())
