@@ -188,6 +188,6 @@ def test_a_run_killed_during_training_resumes_with_the_same_command(tmp_path):
     # kfp.local runs before train) was seen to run again once on CI, under load: a kfp.local cache miss
     # not yet understood, and not an upstream of train, so not asserted here
     assert "train" in executed, executed
-    assert not {"prepare", "init-model", "prompts", "generate", "verify", "curate"} & set(executed)
+    assert not {"configure", "prepare", "init-model", "prompts", "generate", "verify", "curate"} & set(executed)
     summary = json.loads((out / "summary.json").read_text())
     assert [it["iteration"] for it in summary["iterations"]] == [0, 1]
