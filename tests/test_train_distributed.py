@@ -178,3 +178,57 @@ def test_max_epochs_caps_the_steps():
     assert runner.steps_for(TrainConfig(max_steps=60, batch_size=32), rows=20) == 60
     assert runner.steps_for(TrainConfig(max_steps=60, batch_size=32, max_epochs=2), rows=20) == 2  # 40 rows seen
     assert runner.steps_for(TrainConfig(max_steps=60, batch_size=32, max_epochs=2), rows=5000) == 60
+
+
+def test_a_stopped_launch_stops_its_ranks_and_each_rank_prints_its_stack(tmp_path):
+    # A "launcher" whose "rank" hangs the way a rank stuck in a collective does. When the wait for it is
+    # interrupted (here: a signal, as pytest-timeout or Ctrl-C would), no process of the launch may be left
+    # running, and the rank's stderr must say where it was.
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    rank = tmp_path / "rank.py"
+    rank.write_text("import os, sys, time\n"
+                    "from flywheel.train.distributed import dump_stack_on_term\n"
+                    "dump_stack_on_term()\n"
+                    "def waiting_in_a_collective():\n"
+                    f"    open({str(tmp_path / 'rank.pid')!r}, 'w').write(str(os.getpid()))\n"
+                    "    time.sleep(300)\n"
+                    "waiting_in_a_collective()\n")
+    launcher = tmp_path / "launch.py"
+    launcher.write_text("import subprocess, sys, time\n"
+                        f"subprocess.Popen([sys.executable, {str(rank)!r}], stderr=open({str(tmp_path / 'rank.err')!r}, 'w'))\n"
+                        "time.sleep(300)\n")
+
+    class Stopped(Exception):
+        pass
+
+    def stop(*_):
+        raise Stopped
+
+    def when_the_rank_runs():
+        while not (tmp_path / "rank.pid").is_file():
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGALRM)
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    try:
+        threading.Thread(target=when_the_rank_runs, daemon=True).start()
+        with pytest.raises(Stopped):
+            runner.run_ranks([sys.executable, str(launcher)], dict(os.environ), grace_s=10)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    pid = int((tmp_path / "rank.pid").read_text())
+    stat = Path(f"/proc/{pid}/stat")
+    assert not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] == "Z"  # gone, or a zombie
+    err = (tmp_path / "rank.err").read_text()
+    assert "waiting_in_a_collective" in err and "rank.py" in err
+
+
+def test_the_collective_timeout_reaches_the_trainer():
+    args = runner.training_arguments(TrainConfig(launch={"timeout_s": 120}), "out", 64, 1, None, None, False)
+    assert args["ddp_timeout"] == 120

@@ -100,6 +100,7 @@ class LaunchConfig(Section):
     processes_per_node: int = Field(1, gt=0, description="Training processes on this node, one per GPU (on a CPU-only machine: gloo ranks). Above 1, or with train.deepspeed set, the step runs its ranks under torchrun. Across nodes: cluster.steps.train.gpus above cluster.train_job.gpus_per_node (a TrainJob; docs/deploy.md).")
     master_addr: str = Field("", description="Rendezvous address of the step's own torchrun ('' = 127.0.0.1).")
     master_port: int = Field(0, ge=0, description="Rendezvous port of the step's own torchrun (0 = a free port, so that two steps on one machine do not collide).")
+    timeout_s: int = Field(1800, gt=0, description="Longest a rank waits in one collective (all-reduce, gather, barrier) before the step fails; a hung or lost rank then ends the step, with every rank's stack in its log, instead of holding the machines. Passed to torch.distributed as the process group's timeout (torch's default is 1800).")
 
 
 class LoraConfig(Section):

@@ -27,8 +27,11 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +177,7 @@ def batch_split(t: TrainConfig, world_size: int) -> tuple[int, int]:
     return micro, t.batch_size // (micro * world_size)
 
 
-def init_process(deepspeed: bool) -> dict[str, Any] | None:
+def init_process(deepspeed: bool, timeout_s: int = 1800) -> dict[str, Any] | None:
     """Set up this rank before the training arguments exist; returns the Trainer's `accelerator_config`.
 
     On CPU, transformers finds no device for DeepSpeed and leaves accelerate believing in world size 1
@@ -189,7 +192,9 @@ def init_process(deepspeed: bool) -> dict[str, Any] | None:
         return None
     from accelerate import PartialState
 
-    PartialState(backend="gloo")
+    import datetime
+
+    PartialState(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
     return {"use_configured_state": True}
 
 
@@ -209,6 +214,69 @@ def launcher_command(launch: LaunchConfig, port: int, module: str, *args: str) -
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
             "--nproc_per_node", str(launch.processes_per_node), "--master_addr", launch.master_addr or "127.0.0.1",
             "--master_port", str(port), "--module", module, *args]
+
+
+def run_ranks(cmd: list[str], env: dict[str, str], grace_s: float = 30) -> int:
+    """Run the launcher `cmd` and wait; its exit status. However the wait ends early (Ctrl-C, a pod's SIGTERM
+    turned into an exception, a test's timeout), every process of the launch is stopped, ranks included.
+
+    torchrun is started in a session of its own so that its ranks can be reached as one process group:
+    killing torchrun alone (what `subprocess.run` does on an exception) would leave its ranks running,
+    holding the GPUs, or spinning on a collective that will never complete. SIGTERM first: each rank then
+    prints its stack (`dump_stack_on_term`), which says where a hung run was; SIGKILL after `grace_s`.
+    """
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        return proc.wait()
+    except BaseException:
+        _stop_group(proc, grace_s)
+        raise
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM every process of the launch (torchrun is the group's leader); SIGKILL what is left after `grace_s`."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs. Zombies do not count: ranks orphaned by a killed
+    torchrun are reaped by PID 1, and a container's PID 1 often reaps nothing."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: a signal 0 cannot tell zombies apart
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            state, _ppid, group = stat.read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue  # ended while we looked
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
+
+
+def dump_stack_on_term() -> None:
+    """In a rank: on SIGTERM, print every thread's Python stack to stderr, then die of the signal as before.
+
+    torchrun sends SIGTERM to the surviving ranks when one fails, and `run_ranks` does when the step is
+    stopped: either way the log then says where each rank was (a collective, a generate, a save)."""
+    import faulthandler
+
+    faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)
 
 
 def remove_shm_buffers(port: int) -> None:

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,9 +38,9 @@ from flywheel.config import ModelConfig, TrainConfig
 from flywheel.io import atomic_dir, read_json, read_table, write_json
 from flywheel.locks import claim_scratch
 from flywheel.schema import GRPO_PROMPT_COLUMNS, PREFERENCE_COLUMNS, TRAIN_COLUMNS
-from flywheel.train.distributed import (barrier, batch_split, check_devices, deepspeed_config, gpu_available, init_process,
-                                        launched_world, launcher_command, master_port, remove_shm_buffers,
-                                        resolve_precision, uses_launcher, world_size)
+from flywheel.train.distributed import (barrier, batch_split, check_devices, deepspeed_config, dump_stack_on_term,
+                                        gpu_available, init_process, launched_world, launcher_command, master_port,
+                                        remove_shm_buffers, resolve_precision, run_ranks, uses_launcher, world_size)
 
 MODULE = "flywheel.train.runner"
 
@@ -140,7 +139,7 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
         port = master_port(t.launch)
         try:
             cmd = launcher_command(t.launch, port, MODULE, str(folder / "spec.json"))
-            rc = subprocess.run(cmd, env=env).returncode
+            rc = run_ranks(cmd, env)
         finally:
             remove_shm_buffers(port)
         if rc != 0:
@@ -192,7 +191,7 @@ def training_arguments(t: TrainConfig, out: str, max_length: int, world_size: in
         # use_cpu with DeepSpeed would hide DeepSpeed from the Trainer (stack-facts.md, section 2).
         use_cpu=not on_gpu and deepspeed is None, bf16=precision == "bf16", fp16=precision == "fp16",
         gradient_checkpointing=t.gradient_checkpointing, deepspeed=deepspeed, dataset_num_proc=None,
-        disable_tqdm=False, log_level="warning",
+        disable_tqdm=False, log_level="warning", ddp_timeout=t.launch.timeout_s,
     )
     if accelerator_config:
         args["accelerator_config"] = accelerator_config
@@ -209,7 +208,7 @@ def run(spec: dict[str, Any]) -> dict:
     t = TrainConfig.model_validate(spec["train"])
     model_cfg = ModelConfig.model_validate(spec["model"])
     ds = spec["deepspeed"]
-    accelerator_config = init_process(ds is not None)
+    accelerator_config = init_process(ds is not None, t.launch.timeout_s)
     world_size, on_gpu = int(os.environ.get("WORLD_SIZE", "1")), gpu_available()
     rows = read_table(spec["data_path"], columns(t.recipe), what=f"curated training data of recipe {t.recipe}")
     t = t.model_copy(update={"max_steps": steps_for(t, len(rows))})
@@ -306,6 +305,7 @@ def log_history(history: list[dict]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of every rank under the launcher: `python -m flywheel.train.runner SPEC.json`."""
     argv = sys.argv[1:] if argv is None else argv
+    dump_stack_on_term()
     run(json.loads(Path(argv[0]).read_text()))
     return 0
 
