@@ -18,8 +18,8 @@ from flywheel.io import read_table, write_table
 from flywheel.model import load_model
 from flywheel.steps.train import train_model
 from flywheel.train import runner
-from flywheel.train.distributed import (batch_split, deepspeed_config, launcher_command, resolve_precision,
-                                        uses_launcher, world_size)
+from flywheel.train.distributed import (batch_split, deepspeed_config, launch_env, launcher_command,
+                                        resolve_precision, uses_launcher, world_size)
 
 from conftest import tiny_config
 
@@ -232,3 +232,12 @@ def test_a_stopped_launch_stops_its_ranks_and_each_rank_prints_its_stack(tmp_pat
 def test_the_collective_timeout_reaches_the_trainer():
     args = runner.training_arguments(TrainConfig(launch={"timeout_s": 120}), "out", 64, 1, None, None, False)
     assert args["ddp_timeout"] == 120
+
+
+def test_ranks_on_one_node_talk_over_loopback_and_split_the_cores():
+    env = launch_env(LaunchConfig(processes_per_node=2), {}, on_gpu=False)
+    assert env["GLOO_SOCKET_IFNAME"] == "lo" and int(env["OMP_NUM_THREADS"]) >= 1
+    # what the user set is kept; a rendezvous on another host leaves gloo's choice alone
+    assert launch_env(LaunchConfig(), {"GLOO_SOCKET_IFNAME": "eth1"}, False)["GLOO_SOCKET_IFNAME"] == "eth1"
+    assert "GLOO_SOCKET_IFNAME" not in launch_env(LaunchConfig(master_addr="10.0.0.7"), {}, False)
+    assert "OMP_NUM_THREADS" not in launch_env(LaunchConfig(), {}, on_gpu=True)

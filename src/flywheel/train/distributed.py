@@ -216,6 +216,25 @@ def launcher_command(launch: LaunchConfig, port: int, module: str, *args: str) -
             "--master_port", str(port), "--module", module, *args]
 
 
+def launch_env(launch: LaunchConfig, env: dict[str, str], on_gpu: bool) -> dict[str, str]:
+    """The environment of the step's own torchrun: `env` plus what its ranks on this one node need.
+
+    - CPU ranks split this machine's cores instead of each taking all of them (OMP_NUM_THREADS).
+    - With the rendezvous on loopback (the default), gloo talks over loopback too: otherwise it binds the
+      address that this host's name resolves to, which on some machines is an interface that local
+      connections cannot reach, and its ranks then wait on each other until the collective timeout.
+    A value the user set is kept.
+    """
+    env = dict(env)
+    if not on_gpu:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // launch.processes_per_node)))
+    if (launch.master_addr or "127.0.0.1") in ("127.0.0.1", "localhost", "::1"):
+        loopback = next((name for _, name in socket.if_nameindex() if name == "lo"), None)
+        if loopback:
+            env.setdefault("GLOO_SOCKET_IFNAME", loopback)
+    return env
+
+
 def run_ranks(cmd: list[str], env: dict[str, str], grace_s: float = 30) -> int:
     """Run the launcher `cmd` and wait; its exit status. However the wait ends early (Ctrl-C, a pod's SIGTERM
     turned into an exception, a test's timeout), every process of the launch is stopped, ranks included.

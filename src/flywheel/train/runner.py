@@ -39,8 +39,9 @@ from flywheel.io import atomic_dir, read_json, read_table, write_json
 from flywheel.locks import claim_scratch
 from flywheel.schema import GRPO_PROMPT_COLUMNS, PREFERENCE_COLUMNS, TRAIN_COLUMNS
 from flywheel.train.distributed import (barrier, batch_split, check_devices, deepspeed_config, dump_stack_on_term,
-                                        gpu_available, init_process, launched_world, launcher_command, master_port,
-                                        remove_shm_buffers, resolve_precision, run_ranks, uses_launcher, world_size)
+                                        gpu_available, init_process, launch_env, launched_world, launcher_command,
+                                        master_port, remove_shm_buffers, resolve_precision, run_ranks, uses_launcher,
+                                        world_size)
 
 MODULE = "flywheel.train.runner"
 
@@ -132,14 +133,10 @@ def train(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, t: 
         print(f"train: resuming from {resume}", file=sys.stderr, flush=True)
     if uses_launcher(t):
         write_json(spec, folder / "spec.json")
-        env = dict(os.environ)
-        if not gpu_available():
-            # CPU ranks: split this machine's cores between them instead of each rank taking all of them.
-            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // t.launch.processes_per_node)))
         port = master_port(t.launch)
         try:
             cmd = launcher_command(t.launch, port, MODULE, str(folder / "spec.json"))
-            rc = run_ranks(cmd, env)
+            rc = run_ranks(cmd, launch_env(t.launch, dict(os.environ), gpu_available()))
         finally:
             remove_shm_buffers(port)
         if rc != 0:
