@@ -203,6 +203,7 @@ def test_two_cpu_ranks_train_through_the_trainjobs_own_command_and_env(tmp_path,
     """The rank side of a TrainJob for real: 2 nodes x 1 process, each node started as the torch-distributed
     runtime starts it (the manifest's command, its env, the PET_* variables), ZeRO-2 on CPU (gloo)."""
     import os
+    import signal
     import subprocess
     import sys
 
@@ -226,12 +227,19 @@ def test_two_cpu_ranks_train_through_the_trainjobs_own_command_and_env(tmp_path,
         trainer = obj["spec"]["trainer"]
         seen["command"] = trainer["command"]
         env = {**os.environ, **{e["name"]: e["value"] for e in trainer["env"] if "value" in e},
-               "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+               "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+               "GLOO_SOCKET_IFNAME": "lo"}  # both "nodes" are this machine (pods would use their own address)
         env.pop("WORLD_SIZE", None), env.pop("RANK", None)
         procs = [subprocess.Popen(trainer["command"], env={**env, **runtime_env(obj, i, "127.0.0.1", port)},
-                                  stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"node-{i}.log", "w"))
+                                  stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"node-{i}.log", "w"),
+                                  start_new_session=True)
                  for i in range(trainer["numNodes"])]
-        rcs = [p.wait(timeout=600) for p in procs]
+        try:
+            rcs = [p.wait(timeout=600) for p in procs]
+        finally:  # a hung node (torchrun and its rank) must not outlive the test
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
         if any(rcs):
             return {"conditions": [{"type": "Failed", "status": "True", "reason": "JobsFailed",
                                     "message": f"node exit codes {rcs}: " + (tmp_path / "node-0.log").read_text()[-3000:]}]}
