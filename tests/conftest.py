@@ -21,6 +21,16 @@ TINY = {
 }
 
 
+def two_ranks(test):
+    """Mark a test that runs gloo ranks under torchrun: it fails after 300 s (they take under a minute here,
+    two with DeepSpeed's first JIT build), every rank's stack then in its log (train.distributed.run_ranks),
+    and a timeout is retried once. Why: CI of stop 19 hung ~75 min in one of them; the cause is not known
+    (not reproduced here in 15 runs, one of them a fresh clone). The retry is listed under "rerun test
+    summary info" with the first attempt's traceback (pyproject addopts), so a recurrence shows; any other
+    failure is not retried."""
+    return pytest.mark.timeout(300)(pytest.mark.flaky(reruns=1, only_rerun=["Timeout"])(test))
+
+
 def tiny_config(**overrides) -> Config:
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
     for key, value in overrides.items():

@@ -15,7 +15,7 @@ from flywheel.steps.curate import curate_samples
 from flywheel.steps.train import train_model
 from flywheel.train.grpo import rollouts_suite
 
-from conftest import tiny_config
+from conftest import tiny_config, two_ranks
 
 GEN = {"prompts_per_iteration": 24, "samples_per_prompt": 4, "max_new_tokens": 6, "batch_size": 64,
        "temperature": 1.0}
@@ -165,6 +165,7 @@ def test_grpo_raises_the_mean_reward_on_its_training_prompts(prepared, tmp_path)
 
 
 @pytest.mark.slow
+@two_ranks
 def test_grpo_under_deepspeed_zero2_on_two_ranks(prepared, tmp_path):
     # real `deepspeed --num_gpus 2` CPU ranks; the majority vote needs every rank's share of a group
     cfg = grpo_config(max_steps=3, batch_size=8, deepspeed="zero2", launch={"processes_per_node": 2},

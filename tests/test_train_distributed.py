@@ -21,7 +21,7 @@ from flywheel.train import runner
 from flywheel.train.distributed import (batch_split, deepspeed_config, launch_env, launcher_command,
                                         resolve_precision, uses_launcher, world_size)
 
-from conftest import tiny_config
+from conftest import tiny_config, two_ranks
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,7 @@ def zero_runs(prepared, rows, tmp_path_factory):
     return out
 
 
+@two_ranks
 @pytest.mark.parametrize("preset,stage", [("zero2", 2), ("zero3", 3)])
 def test_two_ranks_train_and_save_a_checkpoint_that_loads_in_one_process(zero_runs, prepared, preset, stage):
     m, path = zero_runs[preset]
@@ -64,6 +65,7 @@ def test_two_ranks_train_and_save_a_checkpoint_that_loads_in_one_process(zero_ru
     assert out.shape[1] > enc["input_ids"].shape[1]
 
 
+@two_ranks
 def test_zero3_shards_gather_to_the_same_weights_as_zero2(zero_runs):
     # Same data, seed and steps: ZeRO-3 differs from ZeRO-2 only in where the weights live, so a checkpoint
     # whose shards were gathered wrongly (or not at all) would not match.

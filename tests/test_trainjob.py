@@ -22,7 +22,7 @@ from flywheel.cluster.trainjob import (TrainJobFailed, check_placement, run_trai
                                       trainjob_state)
 from flywheel.config import parse_config
 
-from conftest import TINY
+from conftest import TINY, two_ranks
 
 K8S_VERSION = "1.33"  # the GKE version infra/terraform pins (gke_min_version)
 CLUSTER = {
@@ -198,6 +198,7 @@ def test_launcher_fails_with_the_jobs_reason_and_cleans_up(tmp_path, prepared):
     assert not (tmp_path / "out").exists() and list((tmp_path / "shared" / "trainjobs").iterdir()) == []
 
 
+@two_ranks
 @pytest.mark.slow
 def test_two_cpu_ranks_train_through_the_trainjobs_own_command_and_env(tmp_path, prepared):
     """The rank side of a TrainJob for real: 2 nodes x 1 process, each node started as the torch-distributed
