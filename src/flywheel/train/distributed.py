@@ -220,9 +220,8 @@ def launch_env(launch: LaunchConfig, env: dict[str, str], on_gpu: bool) -> dict[
     """The environment of the step's own torchrun: `env` plus what its ranks on this one node need.
 
     - CPU ranks split this machine's cores instead of each taking all of them (OMP_NUM_THREADS).
-    - With the rendezvous on loopback (the default), gloo talks over loopback too: otherwise it binds the
-      address that this host's name resolves to, which on some machines is an interface that local
-      connections cannot reach, and its ranks then wait on each other until the collective timeout.
+    - With the rendezvous on loopback (the default), gloo talks over loopback too, so that ranks on one
+      machine do not depend on what this host's name resolves to (gloo's own choice of interface).
     A value the user set is kept.
     """
     env = dict(env)
