@@ -71,3 +71,15 @@ def test_different_items_are_refused(tmp_path):
     chall = _arm(tmp_path, "chall", [True] * 12, 2)
     with pytest.raises(ValueError, match="different items"):
         _promote(tmp_path, champ, chall, tiny_config())
+
+
+def test_a_loop_that_stopped_stays_stopped_even_when_a_later_iteration_is_better(tmp_path):
+    # dvc repro runs the iterations after a stop (no conditions); its champion must be the pipeline's.
+    champ = _arm(tmp_path, "champ", [True] * 20 + [False] * 20, 1)
+    chall = _arm(tmp_path, "chall", [True] * 38 + [False] * 2, 2)
+    write_json({"iteration": 1, "stale_iterations": 2, "continue_loop": False,
+                "stop_reason": "no promotion for 2 iteration(s) in a row (patience 2)"}, tmp_path / "prev.json")
+    m = _promote(tmp_path, champ, chall, tiny_config(), previous=tmp_path / "prev.json")
+    assert not m["promoted"] and not m["continue_loop"] and m["stop_reason"].startswith("no promotion for 2")
+    assert "stopped at iteration 1" in m["reason"]
+    assert json.loads((tmp_path / "out" / "config.json").read_text()) == {"who": "champ"}

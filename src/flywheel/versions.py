@@ -87,7 +87,7 @@ def dvc_stages(cfg: Config, config: str, raw: dict, data: str = "data", metrics:
     beside it; the next stage depends on the table alone, so a new report does not rerun it. Metrics
     (git-tracked, not cached) go to metrics/iter_I/STEP.json, so `dvc metrics show` lists the accuracy per
     iteration. The champion (promote's model) feeds the next iteration, as in the pipeline; a stop criterion
-    does not skip later stages (DVC has no conditions): their promote records the stop.
+    does not skip later stages (DVC has no conditions), but their promote keeps the champion it stopped with.
     """
     from flywheel.steps.dag import Out, loop_dag
 

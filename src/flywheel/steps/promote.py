@@ -45,7 +45,15 @@ def promote_model(champion_dir: str | Path, champion_results: str | Path, champi
         raise ValueError(f"{challenger_results}: evaluated on different items than {champion_results} "
                          f"({len(b)} vs {len(a)}, {len(paired)} shared); a paired test needs the same held-out set")
     test = mcnemar(paired["correct_champion"], paired["correct_challenger"])
-    if p.policy == "always":
+    before = read_json(previous_decision, "previous promotion decision") if previous_decision else {}
+    # A loop that stopped earlier stays stopped: the KFP pipeline never runs this iteration (`dsl.If` on the
+    # previous verdict), but `dvc repro` has no conditions and runs every stage, so its champion would
+    # otherwise be whatever a later iteration reached, not the one the pipeline ends with.
+    stopped = before.get("continue_loop") is False
+    if stopped:
+        promoted, why = False, (f"the loop stopped at iteration {before.get('iteration')} "
+                                f"({before.get('stop_reason')}); the champion carries on")
+    elif p.policy == "always":
         promoted, why = True, "promote.policy is 'always'"
     elif test["delta"] < p.min_delta:
         promoted, why = False, f"accuracy delta {test['delta']:+.4f} < min_delta {p.min_delta}"
@@ -61,10 +69,11 @@ def promote_model(champion_dir: str | Path, champion_results: str | Path, champi
     chosen = read_json(src[2], "evaluation metrics")
     write_json(chosen, out_metrics)
 
-    stale = 0 if promoted else 1 + (read_json(previous_decision, "previous promotion decision")
-                                    ["stale_iterations"] if previous_decision else 0)
+    stale = 0 if promoted else 1 + before.get("stale_iterations", 0)
     stop = None
-    if -test["delta"] > p.max_regression:
+    if stopped:
+        stop = before.get("stop_reason")
+    elif -test["delta"] > p.max_regression:
         stop = f"regression: the iteration's model is {-test['delta']:.3f} below the champion (limit {p.max_regression})"
     elif stale >= p.patience:
         stop = f"no promotion for {stale} iteration(s) in a row (patience {p.patience})"
