@@ -186,3 +186,28 @@ def test_curate_falls_back_to_seed_rows_when_nothing_passed(tmp_path, prepared):
     cur = read_table(tmp_path / "c.parquet")
     assert len(cur) == 3 and set(cur["source"]) == {"seed"} and m["fallback"].startswith("no verified samples")
     assert m["dropped"] == 3
+
+
+def test_curate_keeps_the_seed_mix_when_own_rows_outgrow_the_seed_set(tmp_path, prepared):
+    # Seen on SmolLM2 (64 seed rows, seed_fraction 0.4): by iteration 3 the accumulated own rows needed more
+    # seed rows than exist and the curated gate stopped the run. Now the newest own rows are kept up to what
+    # the seed set balances, the rest are dropped with the reason, and the share holds.
+    from flywheel.io import write_table
+
+    seed = read_table(prepared["seed"]).head(4)
+    write_table(seed, tmp_path / "seed.parquet")
+    cfg = tiny_config(curate={"seed_fraction": 0.5, "data_policy": "accumulate", "max_per_prompt": 1})
+    ok = {"correct": True, "score": 1.0, "reason": "correct"}
+    for i, names in ((1, "abc"), (2, "def")):
+        write_table(_verdicts([{"prompt_id": p, "prompt": f"{p} plus one =", "sample_id": 0,
+                                "completion": f"the answer to {p} is {ord(p)}", **ok} for p in names]),
+                    tmp_path / f"v{i}.parquet")
+        m = curate_samples(tmp_path / f"v{i}.parquet", tmp_path / "seed.parquet", tmp_path / f"c{i}.parquet",
+                           tmp_path / f"d{i}.parquet", cfg, iteration=i,
+                           previous_path=tmp_path / "c1.parquet" if i == 2 else None)
+    cur, drop = read_table(tmp_path / "c2.parquet"), read_table(tmp_path / "d2.parquet")
+    own = cur[cur["source"] == "self"]
+    assert len(own) == 4 and (cur["source"] == "seed").sum() == 4  # 4 seed rows balance 4 own at 0.5
+    assert set(own[own["iteration"] == 2]["prompt_id"]) == set("def")  # the newest model's rows are all kept
+    assert len(drop) == 2 and drop["drop_reason"].str.startswith("over the seed mix").all()
+    assert m["gate"]["passed"] and m["kept_carried"] == 1
