@@ -77,8 +77,8 @@ def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: s
     rank = df.groupby("prompt_id").cumcount()
     df = _drop(df, rank >= c.max_per_prompt, f"over the cap of {c.max_per_prompt} per prompt", dropped)
 
+    df, carried = _cap_to_seed_mix(df, carried, len(seed), c.seed_fraction, dropped)
     own = df.assign(source="self", iteration=iteration)[list(CURATED_COLUMNS)]
-    carried, own = _cap_to_seed_mix(carried, own, df, len(seed), c.seed_fraction, dropped)
     self_rows = pd.concat([carried, own], ignore_index=True) if len(carried) else own
     # seed_fraction f of the final set: n_seed / (n_self + n_seed) = f.
     n_seed = min(len(seed), round(c.seed_fraction / (1 - c.seed_fraction) * len(self_rows)))
@@ -110,24 +110,22 @@ def curate_samples(verdicts_path: str | Path, seed_path: str | Path, out_path: s
     return metrics
 
 
-def _cap_to_seed_mix(carried: pd.DataFrame, own: pd.DataFrame, verdicts: pd.DataFrame, n_seed_set: int, f: float,
+def _cap_to_seed_mix(df: pd.DataFrame, carried: pd.DataFrame, n_seed_set: int, f: float,
                      dropped: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Keep at most as many own rows as the seed set can balance at `curate.seed_fraction` f, so the collapse
-    guard holds however many rows accumulate: this iteration's rows first (the newest model's), then carried
-    rows from the latest iterations; the rest go to the dropped table with the reason."""
-    cap = int(n_seed_set * (1 - f) / f + 1e-9) if f > 0 else len(carried) + len(own)
-    if len(carried) + len(own) <= cap:
-        return carried, own
+    guard holds however many rows accumulate: this iteration's rows (`df`, the newest model's) first, then
+    carried rows from the latest iterations; the rest go to the dropped table with the reason."""
+    if f <= 0:
+        return df, carried
+    cap = int(n_seed_set * (1 - f) / f + 1e-9)  # the epsilon: 64 * 0.6 / 0.4 is 95.999... in floating point
+    if len(df) + len(carried) <= cap:
+        return df, carried
     reason = (f"over the seed mix: curate.seed_fraction {f:g} of {n_seed_set} seed rows balances at most {cap} "
               f"own rows (the newest are kept; a larger seed set keeps more)")
-    over_own = own.index[cap:]  # own keeps verdicts' index, so its dropped rows keep their verdict columns
-    dropped.append(verdicts.loc[over_own].assign(drop_reason=reason, duplicate_of=""))
-    own = own.drop(index=over_own)
-    room = cap - len(own)
-    latest = carried.sort_values("iteration", ascending=False, kind="stable")
-    gone = latest.iloc[room:]
+    df = _drop(df, pd.Series(range(len(df)), index=df.index) >= cap, reason, dropped)
+    gone = carried.sort_values("iteration", ascending=False, kind="stable").iloc[cap - len(df):]
     dropped.append(gone.assign(drop_reason=reason, duplicate_of="").reindex(columns=list(DROPPED_COLUMNS)))
-    return carried.drop(index=gone.index), own
+    return df, carried.drop(index=gone.index)
 
 
 def _text(df: pd.DataFrame) -> pd.Series:

@@ -51,8 +51,8 @@ def promote_model(champion_dir: str | Path, champion_results: str | Path, champi
     # otherwise be whatever a later iteration reached, not the one the pipeline ends with.
     stopped = before.get("continue_loop") is False
     if stopped:
-        promoted, why = False, (f"the loop stopped at iteration {before.get('iteration')} "
-                                f"({before.get('stop_reason')}); the champion carries on")
+        promoted, why = False, (f"the loop stopped at iteration {before['iteration']} "
+                                f"({before['stop_reason']}); the champion carries on")
     elif p.policy == "always":
         promoted, why = True, "promote.policy is 'always'"
     elif test["delta"] < p.min_delta:
@@ -69,10 +69,10 @@ def promote_model(champion_dir: str | Path, champion_results: str | Path, champi
     chosen = read_json(src[2], "evaluation metrics")
     write_json(chosen, out_metrics)
 
-    stale = 0 if promoted else 1 + before.get("stale_iterations", 0)
+    stale = 0 if promoted else 1 + (before["stale_iterations"] if before else 0)
     stop = None
     if stopped:
-        stop = before.get("stop_reason")
+        stop = before["stop_reason"]
     elif -test["delta"] > p.max_regression:
         stop = f"regression: the iteration's model is {-test['delta']:.3f} below the champion (limit {p.max_regression})"
     elif stale >= p.patience:
